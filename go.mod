@@ -1,0 +1,3 @@
+module github.com/sertun/sertun
+
+go 1.24
