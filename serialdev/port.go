@@ -159,8 +159,8 @@ type Settings struct {
 	InFlow   Flow
 }
 
-// DefaultSettings are 9600 8N1 without flow control.
-var DefaultSettings = Settings{BaudRate: 9600, DataBits: 8}
+// DefaultSettings returns 9600 8N1 without flow control.
+func DefaultSettings() Settings { return Settings{BaudRate: 9600, DataBits: 8} }
 
 // Validate reports whether s can be asked of a device.
 func (s Settings) Validate() error {
