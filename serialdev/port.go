@@ -1,6 +1,22 @@
 // Package serialdev is sertun's view of a serial port: the Port interface that
 // every other package talks to, the settings a port carries, and the ports
 // themselves (physical devices, the built-in loop:// plug) opened by URL.
+//
+// Open takes a device path (/dev/ttyUSB0, /dev/pts/3, COM3) or "loop://".
+// Devices are opened exclusively and raw. On Linux any integer baud rate is
+// set through termios2 (BOTHER), mark and space parity through CMSPAR, and
+// the modem lines and line event counters (TIOCMGET, TIOCGICOUNT) are
+// polled every 15 ms while the port is open, so that StatusChanged reports
+// short pulses, breaks and line errors too. macOS sets other rates with
+// IOSSIOSPEED; Windows drives the port through its DCB. Data moves through
+// the Go runtime's poller everywhere, so deadlines work and Close ends a
+// pending Read.
+//
+// The loop:// plug echoes what is written, connects DTR to DSR and DCD and
+// RTS to CTS, counts a break for each SetBreak(true), and keeps every
+// setting exactly as given.
+//
+// List finds the ports of the machine with their USB identities.
 package serialdev
 
 import (

@@ -1,0 +1,5 @@
+//go:build !linux
+
+package serialdev
+
+func osTransports() []transport { return nil }
