@@ -1,0 +1,66 @@
+//go:build linux || darwin
+
+package pty
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// control runs fn on the file's descriptor without making it blocking.
+func control(f *os.File, fn func(fd int) error) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var ferr error
+	if err := rc.Control(func(fd uintptr) { ferr = fn(int(fd)) }); err != nil {
+		return err
+	}
+	return ferr
+}
+
+// readRaw reads the master through the poller. idle runs each time the
+// master has nothing to read; when it returns true the read is tried again
+// at once, else readRaw waits for data. With idle nil, readRaw does not
+// wait: it fails with errWouldBlock.
+func readRaw(rc syscall.RawConn, b []byte, idle func() bool) (int, error) {
+	var n int
+	var rerr error
+	err := rc.Read(func(fd uintptr) bool {
+		for {
+			n, rerr = unix.Read(int(fd), b)
+			switch rerr {
+			case unix.EINTR:
+				continue
+			case unix.EAGAIN:
+				if idle == nil {
+					rerr = errWouldBlock
+					return true
+				}
+				if idle() {
+					continue
+				}
+				return false
+			}
+			return true
+		}
+	})
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return 0, err
+	case err != nil:
+		return 0, fmt.Errorf("pty: read: %w", os.ErrClosed)
+	case rerr == errWouldBlock:
+		return 0, rerr
+	case rerr != nil:
+		return 0, &os.PathError{Op: "read", Path: "/dev/ptmx", Err: rerr}
+	case n <= 0:
+		return 0, fmt.Errorf("pty: read: %w", os.ErrClosed)
+	}
+	return n, nil
+}
