@@ -68,6 +68,17 @@ func TestMaxOutage(t *testing.T) {
 		t.Errorf("read during a long outage: %v, want ErrOutage", err)
 	}
 	p.cable.down.Store(false)
+	// A stream opened before the link is back would itself wait, and with
+	// a MaxOutage as short as this one's (1 s, the HELLO period while
+	// down) it could outlast it on a loaded machine: open once the link
+	// is up again.
+	end := time.Now().Add(10 * time.Second)
+	for !p.a.Up() || !p.b.Up() {
+		if time.Now().After(end) {
+			t.Fatal("link not up within 10 s of the outage's end")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	if err := roundTrip(ctx, p.a, 10_000, 1); err != nil {
 		t.Errorf("after the outage: %v", err)
 	}
