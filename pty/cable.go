@@ -68,6 +68,20 @@ func RunCable(ctx context.Context, linkA, linkB string, cfg CableConfig) error {
 		return err
 	}
 	defer b.Close()
+	if cfg.Baud > 0 {
+		// Both ends show the cable's rate, so that a program that asks
+		// the port its rate (sertun tunnel without --baud) learns it.
+		for _, p := range []*Pty{a, b} {
+			s, err := p.Settings()
+			if err == nil {
+				s.BaudRate = cfg.Baud
+				err = p.SetSettings(s)
+			}
+			if err != nil {
+				return fmt.Errorf("pty: cable: %w", err)
+			}
+		}
+	}
 	args := []any{"a", a.String(), "b", b.String()}
 	if cfg.Baud > 0 {
 		args = append(args, "baud", cfg.Baud)

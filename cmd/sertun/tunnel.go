@@ -35,6 +35,8 @@ disappears (a USB adapter unplugged), sertun opens it again.
 BIND defaults to 127.0.0.1. DEVICE is a path (/dev/ttyUSB0, COM3) or
 rfc2217://HOST:PORT. The line runs raw at --baud, 8N1; give both ends the
 same --baud, the real rate of the line: frames are sized and paced by it.
+On a pty without --baud, the rate set on the pty is taken (sertun cable
+--baud sets it), or 4000000 where nobody set one (a socat pty pair).
 
 Examples:
    far:  sertun tunnel /dev/ttyUSB0 --permit 127.0.0.1:22
@@ -45,7 +47,7 @@ Examples:
 			&cli.StringSliceFlag{Name: "R", Usage: "remote forward [BIND:]PORT:HOST:HOSTPORT"},
 			&cli.StringSliceFlag{Name: "D", Usage: "SOCKS5 proxy on [BIND:]PORT"},
 			&cli.StringSliceFlag{Name: "permit", Usage: "HOST:PORT this side connects to for the far side, or any"},
-			&cli.IntFlag{Name: "baud", Value: tunnel.DefaultBaud, Usage: "line rate in bits per second (8N1)"},
+			&cli.IntFlag{Name: "baud", Value: tunnel.DefaultBaud, Usage: "line rate in bits per second (8N1); on a pty without --baud, the rate set on the pty"},
 			&cli.DurationFlag{Name: "max-outage", Value: tunnel.DefaultMaxOutage, Usage: "how long connections wait for a cable that is out"},
 			&cli.DurationFlag{Name: "stats", Usage: "log goodput, retransmissions and CRC errors at this interval (e.g. 10s)"},
 		},
@@ -59,6 +61,9 @@ func runTunnel(c *cli.Context) error {
 	}
 	device := c.Args().First()
 	baud := c.Int("baud")
+	if !c.IsSet("baud") && isPty(device) {
+		baud = ptyBaud(c, device, baud)
+	}
 	if baud < 50 || baud > 100_000_000 {
 		return fmt.Errorf("--baud %d: want a line rate from 50 to 100000000", baud)
 	}
@@ -102,11 +107,6 @@ func runTunnel(c *cli.Context) error {
 	if err := statPort(device); err != nil {
 		return err
 	}
-	if isPty(device) && !c.IsSet("baud") {
-		// A pty has no line rate of its own, and the tunnel paces itself
-		// at --baud: say so, or a fast pty pair looks slow.
-		logger(c).Info("the device is a pty; pacing at --baud as on a real line: give both ends the rate of the link (such as sertun cable's --baud), or a high one (--baud 4000000) for a pty pair without a speed limit", "device", device, "baud", baud)
-	}
 	cfg.Open = func(ctx context.Context) (tunnel.Line, error) {
 		p, err := openPort(ctx, device)
 		if err != nil {
@@ -126,4 +126,30 @@ func runTunnel(c *cli.Context) error {
 func isPty(device string) bool {
 	p, err := filepath.EvalSymlinks(device)
 	return err == nil && strings.HasPrefix(p, "/dev/pts/")
+}
+
+// ptyRate is the line rate taken for a pty whose rate nobody set: a pty
+// pair has no speed limit, and the tunnel paces itself at the rate.
+const ptyRate = 4_000_000
+
+// ptyBaud is the line rate of a pty when --baud is not given: the rate set
+// on it (sertun cable --baud sets its rate on both ends), or ptyRate when
+// it still has the rate Linux gives every new pty, 38400, which nobody
+// sets on purpose on a pty.
+func ptyBaud(c *cli.Context, device string, def int) int {
+	p, err := serialdev.Open(device)
+	if err != nil {
+		return def // the tunnel's own open reports it
+	}
+	s, err := p.Settings()
+	p.Close()
+	if err != nil {
+		return def
+	}
+	baud := s.BaudRate
+	if baud == 38400 {
+		baud = ptyRate
+	}
+	logger(c).Info("the device is a pty: pacing at its rate; give --baud to both ends to set another", "device", device, "baud", baud)
+	return baud
 }

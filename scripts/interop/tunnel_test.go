@@ -139,10 +139,12 @@ func TestTunnelPtyNullModem(t *testing.T) {
 	a, b := tunCable(t, true)
 	echo := tunEcho(t)
 	port := freePort(t)
-	const baud = "8000000"
-	far := tunEnd(t, b, "--permit", echo, "--baud", baud)
-	near := tunEnd(t, a, "-L", fmt.Sprintf("%d:%s", port, echo), "--baud", baud, "--stats", "2s")
+	// No --baud, as a user would run it: a pty whose rate nobody set is
+	// taken as a line without a speed limit.
+	far := tunEnd(t, b, "--permit", echo)
+	near := tunEnd(t, a, "-L", fmt.Sprintf("%d:%s", port, echo), "--stats", "2s")
 	near.WaitOutput(t, "link up", 10*time.Second)
+	near.WaitOutput(t, "baud=4000000", time.Second)
 	start := time.Now()
 	tunParallel(t, fmt.Sprintf("127.0.0.1:%d", port), 16, 256<<10, 90*time.Second)
 	t.Logf("16 x 256 KiB echoed in %v", time.Since(start).Round(time.Millisecond))
@@ -160,7 +162,10 @@ func TestTunnelNoisyCable(t *testing.T) {
 			a, b := tunCable(t, false, "--baud", tt.baud, "--ber", tt.ber)
 			echo := tunEcho(t)
 			port := freePort(t)
-			tunEnd(t, b, "--permit", echo, "--baud", tt.baud)
+			// The far side has no --baud: it takes the cable's rate from
+			// the pty.
+			far := tunEnd(t, b, "--permit", echo)
+			far.WaitOutput(t, "baud="+tt.baud, 5*time.Second)
 			near := tunEnd(t, a, "-L", fmt.Sprintf("%d", port), "--stats", "5s", "--baud", tt.baud)
 			near.WaitOutput(t, "link up", 10*time.Second)
 			start := time.Now()
