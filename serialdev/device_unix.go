@@ -186,14 +186,6 @@ func (d *device) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func (d *device) Write(p []byte) (int, error) {
-	n, err := d.f.Write(p)
-	if err != nil && isGone(err) {
-		d.status.close()
-	}
-	return n, err
-}
-
 // isGone reports whether err from Read or Write means the device has gone
 // (unplugged, or the other end of a pty closed).
 func isGone(err error) bool {

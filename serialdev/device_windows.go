@@ -199,14 +199,6 @@ func (d *device) Read(p []byte) (int, error) {
 	}
 }
 
-func (d *device) Write(p []byte) (int, error) {
-	n, err := d.f.Write(p)
-	if err != nil && isGone(err) {
-		d.status.close()
-	}
-	return n, err
-}
-
 // isGone reports whether err means the device was removed.
 func isGone(err error) bool {
 	for _, e := range []error{windows.ERROR_ACCESS_DENIED, windows.ERROR_BAD_COMMAND,

@@ -9,7 +9,15 @@ import (
 )
 
 // The device's file is driven by Go's poller on every OS it runs on, so
-// deadlines are the file's.
+// writes and deadlines are the file's.
+
+func (d *device) Write(p []byte) (int, error) {
+	n, err := d.f.Write(p)
+	if err != nil && isGone(err) {
+		d.status.close()
+	}
+	return n, err
+}
 
 func (d *device) SetReadDeadline(t time.Time) error {
 	return d.deadlineError(d.f.SetReadDeadline(t))
