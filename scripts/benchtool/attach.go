@@ -88,22 +88,9 @@ func attachRun(e *env, b bridge, m *attachMetrics) error {
 		return err
 	}
 	pids := []int{ps[0].Pid(), c.Pid()}
-	rtts, err := latency(prog, pty.Master, e.rtts, e.rttCap)
+	rtts, d2p, p2d, err := measurePath(e, prog, pty.Master, pids, ps, "program")
 	if err != nil {
-		return fmt.Errorf("latency: %w", err)
-	}
-	d2p, err := transfer(pty.Master, prog, e.window, pids)
-	if err != nil {
-		return fmt.Errorf("device->program: %w", err)
-	}
-	p2d, err := transfer(prog, pty.Master, e.window, pids)
-	if err != nil {
-		return fmt.Errorf("program->device: %w", err)
-	}
-	for _, p := range ps {
-		if !p.alive() {
-			return p.failure()
-		}
+		return err
 	}
 	m.p50.add(b.name, ms(percentile(rtts, 0.50)))
 	m.p99.add(b.name, ms(percentile(rtts, 0.99)))

@@ -297,3 +297,25 @@ func transfer(src, dst end, window time.Duration, pids []int) (xfer, error) {
 	x.Bytes, x.Elapsed, x.CPU = sent, r.last.Sub(start), cpu1-cpu0
 	return x, nil
 }
+
+// measurePath measures the path between the far end (a client or a
+// program) and the device: 1-byte round trips, then bulk each way, and
+// checks that every process under test survived. farName names the far
+// end in errors.
+func measurePath(e *env, far, dev end, pids []int, ps []*proc, farName string) (rtts []time.Duration, toFar, toDev xfer, err error) {
+	if rtts, err = latency(far, dev, e.rtts, e.rttCap); err != nil {
+		return nil, xfer{}, xfer{}, fmt.Errorf("latency: %w", err)
+	}
+	if toFar, err = transfer(dev, far, e.window, pids); err != nil {
+		return nil, xfer{}, xfer{}, fmt.Errorf("device->%s: %w", farName, err)
+	}
+	if toDev, err = transfer(far, dev, e.window, pids); err != nil {
+		return nil, xfer{}, xfer{}, fmt.Errorf("%s->device: %w", farName, err)
+	}
+	for _, p := range ps {
+		if !p.alive() {
+			return nil, xfer{}, xfer{}, p.failure()
+		}
+	}
+	return rtts, toFar, toDev, nil
+}

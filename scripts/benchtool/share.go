@@ -161,22 +161,9 @@ func shareRun(e *env, s server, m *shareMetrics) error {
 	if err != nil {
 		return err
 	}
-	rtts, err := latency(client, pty.Master, e.rtts, e.rttCap)
+	rtts, d2n, n2d, err := measurePath(e, client, pty.Master, pids, ps, "net")
 	if err != nil {
-		return fmt.Errorf("latency: %w", err)
-	}
-	d2n, err := transfer(pty.Master, client, e.window, pids)
-	if err != nil {
-		return fmt.Errorf("device->net: %w", err)
-	}
-	n2d, err := transfer(client, pty.Master, e.window, pids)
-	if err != nil {
-		return fmt.Errorf("net->device: %w", err)
-	}
-	for _, p := range ps {
-		if !p.alive() {
-			return p.failure()
-		}
+		return err
 	}
 	m.p50.add(s.name, ms(percentile(rtts, 0.50)))
 	m.p99.add(s.name, ms(percentile(rtts, 0.99)))
