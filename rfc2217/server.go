@@ -384,6 +384,11 @@ func (s *Server) join(c *srvConn) (*portSession, error) {
 			s.log.Info("client taken over by a newer one", "device", s.cfg.Device, "client", old.addr, "by", c.addr)
 			old.shut(errKicked, true)
 		}
+		if len(kicked) > 0 {
+			// A new session, on the device still open: it starts from
+			// the configured settings, not from the old client's.
+			ps.restart()
+		}
 		return ps, nil
 	}
 }

@@ -839,8 +839,18 @@ func TestServerExclusive(t *testing.T) {
 func TestServerKickOld(t *testing.T) {
 	ts := startServer(t, "tcp", Telnet, Config{Policy: KickOld})
 	a := opened(t, ts)
+	a.send(&SetBaudRate{Baud: 57600})
+	a.expect(&SetBaudRate{Baud: 57600})
+	a.send(&SetControl{Value: CtlDTROff})
+	a.expect(&SetControl{Value: CtlDTROff})
 	b := opened(t, ts)
 	a.waitEOF()
+	// The newer client's session starts afresh: the configured settings,
+	// DTR on, whatever the old client left.
+	b.send(&SetBaudRate{Baud: 0})
+	b.expect(&SetBaudRate{Baud: 9600})
+	b.send(&SetControl{Value: CtlDTRAsk})
+	b.expect(&SetControl{Value: CtlDTROn})
 	b.write([]byte("mine now"))
 	if got := b.readData(8); string(got) != "mine now" {
 		t.Errorf("got %q", got)

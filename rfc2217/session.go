@@ -97,6 +97,29 @@ func (ps *portSession) open(ctx context.Context) error {
 	return nil
 }
 
+// restart puts the device back as open left it (the initial settings, DTR
+// and RTS on, no break) for a client that took the port over.
+func (ps *portSession) restart() {
+	ps.ctl.Lock()
+	defer ps.ctl.Unlock()
+	cfg := &ps.s.cfg
+	if err := ps.port.SetSettings(cfg.Initial); err != nil {
+		ps.s.log.Warn("resetting the device settings for the new client", "device", cfg.Device, "settings", cfg.Initial.String(), "err", err)
+	}
+	if ps.brk {
+		ps.setLine(&ps.brk, false, ps.port.SetBreak, "break off")
+	}
+	ps.setLine(&ps.dtr, true, ps.port.SetDTR, "DTR")
+	ps.setLine(&ps.rts, true, ps.port.SetRTS, "RTS")
+	// The new client's first NOTIFY-MODEMSTATE shows the lines as they
+	// are now, not as the old client left them.
+	if st, err := ps.port.Status(); err == nil || errors.Is(err, serialdev.ErrNoModemLines) {
+		ps.stMu.Lock()
+		ps.status = st
+		ps.stMu.Unlock()
+	}
+}
+
 // start runs the device loops; s.mu is held, so that close cannot run
 // before the loops are counted.
 func (ps *portSession) start() {
