@@ -311,7 +311,9 @@ func (b *bridge) up(ctx context.Context, port serialdev.Port, ctl *remoteCtl) er
 	}
 }
 
-// down moves the remote's data to the program.
+// down moves the remote's data to the program. A remote that can write to
+// the program itself (the RFC 2217 client, an io.WriterTo) does, and when
+// the virtual end takes data without waiting its reader does so directly.
 func (b *bridge) down(port serialdev.Port) error {
 	if len(b.in) > 0 {
 		n, err := b.v.Write(b.in)
@@ -320,24 +322,51 @@ func (b *bridge) down(port serialdev.Port) error {
 			return nil // session ending: the rest waits for the next one
 		}
 	}
-	buf := make([]byte, bufSize)
-	for {
-		n, err := port.Read(buf)
-		if n > 0 {
-			w, werr := b.v.Write(buf[:n])
-			if werr != nil {
-				b.in = append(b.in[:0], buf[w:n]...)
-				if errors.Is(werr, os.ErrDeadlineExceeded) {
-					return nil
-				}
-				return fmt.Errorf("%w: writing: %w", errVirtualGone, werr)
-			}
-		}
-		if err != nil {
-			return fmt.Errorf("reading from the remote: %w", err)
-		}
+	sink := &toProgram{b: b}
+	var w io.Writer = sink
+	if tw, ok := b.v.(tryWriter); ok {
+		w = tryToProgram{sink, tw}
 	}
+	_, err := io.CopyBuffer(w, port, make([]byte, bufSize))
+	if sink.err != nil {
+		if errors.Is(sink.err, os.ErrDeadlineExceeded) {
+			return nil
+		}
+		return fmt.Errorf("%w: writing: %w", errVirtualGone, sink.err)
+	}
+	if err == nil {
+		err = io.EOF // a port has no end: the connection closed
+	}
+	return fmt.Errorf("reading from the remote: %w", err)
 }
+
+// tryWriter takes what it can of p without waiting (a *Pty).
+type tryWriter interface {
+	TryWrite(p []byte) int
+}
+
+// toProgram writes to the virtual end; what it could not write when the
+// session ended waits in b.in for the next one.
+type toProgram struct {
+	b   *bridge
+	err error
+}
+
+func (t *toProgram) Write(p []byte) (int, error) {
+	n, err := t.b.v.Write(p)
+	if err != nil {
+		t.err = err
+		t.b.in = append(t.b.in[:0], p[n:]...)
+	}
+	return n, err
+}
+
+type tryToProgram struct {
+	*toProgram
+	tw tryWriter
+}
+
+func (t tryToProgram) TryWrite(p []byte) int { return t.tw.TryWrite(p) }
 
 // remoteCtl applies settings, purges and lines to the remote. Settings and
 // lines have workers of their own: a remote that never answers a line

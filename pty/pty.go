@@ -31,6 +31,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sertun/sertun/internal/fdio"
 	"github.com/sertun/sertun/serialdev"
 )
 
@@ -84,6 +85,7 @@ type Pty struct {
 	link      string
 
 	rc     syscall.RawConn // the master's, for reads that run code when idle
+	data   *fdio.FD        // the master's data path
 	packet bool            // master in packet mode: every read has a status byte
 	small  [2]byte         // read buffer for callers with len(b) < 2
 	// A settings change seen in a status packet waits (settle) until the
@@ -152,6 +154,7 @@ func (p *Pty) setup() error {
 	if p.rc, err = p.master.SyscallConn(); err != nil {
 		return fmt.Errorf("pty: %w", err)
 	}
+	p.data = fdio.New(p.master, p.master)
 	if err := enablePacket(p.master); err == nil {
 		p.packet = true
 	} else {
@@ -226,7 +229,7 @@ func (p *Pty) Read(b []byte) (int, error) {
 		return 0, nil
 	}
 	if !p.packet {
-		return p.master.Read(b)
+		return p.data.Read(b)
 	}
 	for {
 		if p.deferred && (p.deferWait >= settleMax || p.deferBytes >= settleBytes) {
@@ -252,7 +255,9 @@ func (p *Pty) Read(b []byte) (int, error) {
 			continue
 		}
 		if n = copy(b, buf[1:n]); n > 0 {
-			n = p.more(b, n)
+			if n >= moreAfter {
+				n = p.more(b, n)
+			}
 			if p.deferred {
 				p.deferBytes += n
 			}
@@ -261,9 +266,15 @@ func (p *Pty) Read(b []byte) (int, error) {
 	}
 }
 
-// more adds to b[:n] what else the master has at once. A pty master hands
-// out at most 4 KiB per read; the caller gets fewer, larger chunks (and the
-// remote fewer, larger writes).
+// moreAfter: a read of at least this much suggests the program wrote more
+// than one read holds. A read that finds the master empty costs a wait for
+// the kernel's buffer worker, so a short read (a keystroke, a command) is
+// returned as it is.
+const moreAfter = 2048
+
+// more adds to b[:n] what else the master has at once, while reads come
+// back full. A pty master hands out at most 4 KiB per read; the caller gets
+// fewer, larger chunks (and the remote fewer, larger writes).
 func (p *Pty) more(b []byte, n int) int {
 	for len(b)-n >= 1024 {
 		k, err := readRaw(p.rc, b[n:], nil)
@@ -279,6 +290,9 @@ func (p *Pty) more(b []byte, n int) int {
 			return n
 		}
 		n += copy(b[n:], b[n+1:n+k])
+		if k < moreAfter {
+			return n
+		}
 	}
 	return n
 }
@@ -326,7 +340,11 @@ func (p *Pty) settle() {
 
 // Write gives data to the program. It blocks (up to the write deadline)
 // while the program does not read.
-func (p *Pty) Write(b []byte) (int, error) { return p.master.Write(b) }
+func (p *Pty) Write(b []byte) (int, error) { return p.data.Write(b) }
+
+// TryWrite gives the program what of b the pty takes now, without waiting,
+// and returns its length; Write meets the error, if any.
+func (p *Pty) TryWrite(b []byte) int { return p.data.TryWrite(b) }
 
 // SetReadDeadline sets the deadline for Read.
 func (p *Pty) SetReadDeadline(t time.Time) error { return p.master.SetReadDeadline(t) }

@@ -9,6 +9,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sertun/sertun/internal/fdio"
 )
 
 // control runs fn on the file's descriptor without making it blocking.
@@ -33,7 +35,7 @@ func readRaw(rc syscall.RawConn, b []byte, idle func() bool) (int, error) {
 	var rerr error
 	err := rc.Read(func(fd uintptr) bool {
 		for {
-			n, rerr = unix.Read(int(fd), b)
+			n, rerr = fdio.ReadRaw(fd, b)
 			switch rerr {
 			case unix.EINTR:
 				continue

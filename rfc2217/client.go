@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/sertun/sertun/internal/fdio"
 	"github.com/sertun/sertun/serialdev"
 )
 
@@ -107,7 +108,8 @@ type Client struct {
 	timeout time.Duration
 	log     *slog.Logger
 
-	tn Codec // owned by the reader once it runs
+	tn   Codec    // owned by the reader once it runs
+	sock *fdio.FD // conn's data path
 
 	wmu       sync.Mutex
 	wbuf      []byte      // escaped data, under wmu
@@ -128,11 +130,14 @@ type Client struct {
 	closed     bool
 	rx         []byte // received data is rx[rxOff:]
 	rxOff      int
-	rxErr      error // why the connection ended; Read returns it after the data
-	comport    bool  // COM-PORT-OPTION agreed
-	comportNo  bool  // COM-PORT-OPTION refused
-	ownCmds    int   // client commands the server sent: our own, echoed back
-	negDone    bool  // negotiated is closed
+	rxGen      uint64    // counts purges of rx: a delivery that spans one takes nothing off
+	sink       TryWriter // WriteTo's writer, when it can take data without waiting
+	sinkBusy   bool      // data is on its way to WriteTo's writer; the rest waits
+	rxErr      error     // why the connection ended; Read returns it after the data
+	comport    bool      // COM-PORT-OPTION agreed
+	comportNo  bool      // COM-PORT-OPTION refused
+	ownCmds    int       // client commands the server sent: our own, echoed back
+	negDone    bool      // negotiated is closed
 	replies    []byte
 	settings   serialdev.Settings
 	haveModem  bool
@@ -178,6 +183,7 @@ func Dial(ctx context.Context, addr string, cfg ClientConfig) (*Client, error) {
 func newClient(ctx context.Context, conn net.Conn, addr string, cfg ClientConfig) (*Client, error) {
 	c := &Client{
 		conn:       conn,
+		sock:       fdio.New(conn, conn),
 		addr:       addr,
 		timeout:    cfg.Timeout,
 		log:        cfg.Logger,
@@ -338,7 +344,7 @@ func (c *Client) readLoop() {
 			c.mu.Lock()
 		}
 		c.mu.Unlock()
-		n, err := c.conn.Read(buf)
+		n, err := c.sock.Read(buf)
 		if n > 0 {
 			c.process(buf[:n])
 		}
@@ -382,12 +388,64 @@ func (c *Client) process(in []byte) {
 		c.conn.Close()
 		return
 	}
+	var direct []byte
+	var gen uint64
+	if got && c.sink != nil && !c.sinkBusy {
+		direct, gen, c.sinkBusy = c.rx[c.rxOff:], c.rxGen, true
+	}
 	c.mu.Unlock()
+	if direct != nil {
+		got = c.deliver(direct, gen)
+	}
 	if got {
 		wake(c.rxReady)
 	}
 	if kick {
 		wake(c.kick)
+	}
+}
+
+// deliver hands p, the head of rx, straight to WriteTo's writer, as much
+// as it takes without waiting: one goroutine hand-off less per read of the
+// socket. Only the reader appends to rx, so p stays valid; a purge
+// meanwhile (gen) only empties it. It reports whether data is left for
+// WriteTo.
+func (c *Client) deliver(p []byte, gen uint64) (left bool) {
+	n := c.sink.TryWrite(p)
+	c.mu.Lock()
+	c.sinkBusy = false
+	var resume, space bool
+	if c.rxGen == gen {
+		resume, space = c.took(n)
+	}
+	left = len(c.rx) > c.rxOff
+	c.mu.Unlock()
+	c.tookWake(resume, space)
+	return left
+}
+
+// took removes n delivered bytes from the head of rx and says whether the
+// server may send again (RESUME) and the reader read again; c.mu held.
+func (c *Client) took(n int) (resume, space bool) {
+	before := len(c.rx) - c.rxOff
+	buffered := before - n
+	c.rxOff += n
+	if buffered == 0 {
+		c.rx, c.rxOff = c.rx[:0], 0
+	}
+	resume = c.wantSusp && buffered <= rxLowWater
+	if resume {
+		c.wantSusp = false
+	}
+	return resume, before >= rxHardCap && buffered < rxHardCap
+}
+
+func (c *Client) tookWake(resume, space bool) {
+	if resume {
+		wake(c.kick)
+	}
+	if space {
+		wake(c.rxSpace)
 	}
 }
 
@@ -504,6 +562,7 @@ func (c *Client) answer(cmd Command) {
 			// purge: it goes too.
 			c.purgeRx--
 			c.rx, c.rxOff = c.rx[:0], 0
+			c.rxGen++
 		}
 		c.answered(ansPurge)
 	}
@@ -656,7 +715,7 @@ func (c *Client) sendLoop() {
 		c.mu.Unlock()
 		var err error
 		if len(buf) > 0 {
-			_, err = c.conn.Write(buf)
+			_, err = c.sock.Write(buf)
 		}
 		c.wmu.Unlock()
 		if err != nil {
@@ -670,7 +729,7 @@ func (c *Client) sendLoop() {
 func (c *Client) writeCtl(b []byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	if _, err := c.conn.Write(b); err != nil {
+	if _, err := c.sock.Write(b); err != nil {
 		return c.connErr("write", err)
 	}
 	return nil
@@ -805,7 +864,11 @@ func wake(ch chan struct{}) {
 }
 
 // Read returns what the server sent, as soon as anything is buffered.
-func (c *Client) Read(p []byte) (int, error) {
+func (c *Client) Read(p []byte) (int, error) { return c.read(p, false) }
+
+// read is Read; with hold, data returned marks sinkBusy (WriteTo clears it
+// once written), so that the reader's deliveries keep their place after it.
+func (c *Client) read(p []byte, hold bool) (int, error) {
 	for {
 		c.mu.Lock()
 		if c.closed {
@@ -822,28 +885,15 @@ func (c *Client) Read(p []byte) (int, error) {
 			c.mu.Unlock()
 			return 0, nil
 		}
-		if buffered := len(c.rx) - c.rxOff; buffered > 0 {
+		if len(c.rx) > c.rxOff && !c.sinkBusy {
 			n := copy(p, c.rx[c.rxOff:])
-			c.rxOff += n
-			buffered -= n
-			if buffered == 0 {
-				c.rx, c.rxOff = c.rx[:0], 0
-			}
-			resume := c.wantSusp && buffered <= rxLowWater
-			if resume {
-				c.wantSusp = false
-			}
-			space := buffered+n >= rxHardCap && buffered < rxHardCap
+			resume, space := c.took(n)
+			c.sinkBusy = hold
 			c.mu.Unlock()
-			if resume {
-				wake(c.kick)
-			}
-			if space {
-				wake(c.rxSpace)
-			}
+			c.tookWake(resume, space)
 			return n, nil
 		}
-		if err := c.rxErr; err != nil {
+		if err := c.rxErr; err != nil && len(c.rx) == c.rxOff {
 			c.mu.Unlock()
 			return 0, err
 		}
@@ -852,6 +902,53 @@ func (c *Client) Read(p []byte) (int, error) {
 		case <-c.rxReady:
 		case <-c.rdl.wait():
 		case <-c.done:
+		}
+	}
+}
+
+// TryWriter is a writer that can also take data without waiting: TryWrite
+// writes what of p fits now and returns its length (0 when full, closed or
+// failed; Write then meets the error).
+type TryWriter interface {
+	io.Writer
+	TryWrite(p []byte) int
+}
+
+// WriteTo writes what the server sends to w until the connection ends or w
+// fails, and returns the error that ended it (as Read would) or w's. When w
+// is a TryWriter, the goroutine that reads the socket writes to w itself
+// whenever w takes the data at once, and WriteTo writes only what w could
+// not take then: a relay (attach's pty) saves a goroutine hand-off per read.
+// Read must not be used while WriteTo runs.
+func (c *Client) WriteTo(w io.Writer) (int64, error) {
+	tw, _ := w.(TryWriter)
+	c.mu.Lock()
+	c.sink = tw
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.sink = nil
+		c.mu.Unlock()
+	}()
+	buf := make([]byte, clientReadSize)
+	var total int64
+	for {
+		n, err := c.read(buf, true)
+		if n > 0 {
+			k, werr := w.Write(buf[:n])
+			total += int64(k)
+			c.mu.Lock()
+			c.sinkBusy = false
+			c.mu.Unlock()
+			if werr == nil && k < n {
+				werr = io.ErrShortWrite
+			}
+			if werr != nil {
+				return total, werr
+			}
+		}
+		if err != nil {
+			return total, err
 		}
 	}
 }
@@ -881,9 +978,9 @@ func (c *Client) Write(p []byte) (int, error) {
 		var err error
 		if binary := c.binaryOut.Load(); resume || NeedsEscape(chunk, binary) {
 			c.wbuf = AppendData(c.wbuf, chunk, binary)
-			_, err = c.conn.Write(c.wbuf)
+			_, err = c.sock.Write(c.wbuf)
 		} else {
-			_, err = c.conn.Write(chunk)
+			_, err = c.sock.Write(chunk)
 		}
 		c.wmu.Unlock()
 		if err != nil {
@@ -1095,6 +1192,7 @@ func (c *Client) Purge(which serialdev.Purge) error {
 	if rx {
 		c.mu.Lock()
 		c.rx, c.rxOff = c.rx[:0], 0
+		c.rxGen++
 		c.purgeRx++
 		c.mu.Unlock()
 		wake(c.rxSpace)

@@ -413,7 +413,9 @@ func TestClientDialPeers(t *testing.T) {
 		for _, tr := range []string{"pipe", "tcp"} {
 			t.Run(tt.name+"/"+tr, func(t *testing.T) {
 				s, conn := newFake(t, tr, tt.pol)
+				s.mu.Lock()
 				s.settings = tt.initial
+				s.mu.Unlock()
 				start := time.Now()
 				c, err := newClient(context.Background(), conn, "fake:1", ClientConfig{Timeout: testWait, Logger: quietLogger()})
 				if err != nil {

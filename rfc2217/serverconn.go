@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/sertun/sertun/internal/fdio"
 	"github.com/sertun/sertun/serialdev"
 )
 
@@ -37,7 +38,7 @@ const (
 // written before data, so they never wait behind a backlog of data.
 //
 // When nothing is queued or being written, the device reader tries the
-// socket itself, without blocking (tryWrite): a pty gives a few KiB per
+// socket itself, without blocking (TryWrite): a pty gives a few KiB per
 // read, and handing each read to the writer cost a futex wake and a thread
 // switch, more than the write. What the socket does not take at once is
 // queued, so the device reader never waits for the client there, and the
@@ -46,6 +47,7 @@ const (
 type srvConn struct {
 	s     *Server
 	nc    net.Conn
+	sock  *fdio.FD // nc's data path
 	mode  Mode
 	addr  string
 	since time.Time
@@ -62,16 +64,15 @@ type srvConn struct {
 	ended atomic.Bool
 
 	mu       sync.Mutex
-	wake     sync.Cond  // the writer waits for something to send
-	room     sync.Cond  // the device reader waits for room (one client at a time)
-	ctrl     []byte     // encoded answers and notifications
-	data     []byte     // encoded device data
-	spare    [2][]byte  // buffers the writer gave back
-	inflight int        // data bytes being written now
-	busy     bool       // a write to nc is in progress (writer's or tryWrite's)
-	scratch  []byte     // device data encoded for tryWrite; the device reader's, under busy
-	raw      *rawWriter // nil: the conn has no non-blocking write; always queue
-	suspend  bool       // FLOWCONTROL-SUSPEND in force
+	wake     sync.Cond // the writer waits for something to send
+	room     sync.Cond // the device reader waits for room (one client at a time)
+	ctrl     []byte    // encoded answers and notifications
+	data     []byte    // encoded device data
+	spare    [2][]byte // buffers the writer gave back
+	inflight int       // data bytes being written now
+	busy     bool      // a write to nc is in progress (the writer's or sendDirect's)
+	scratch  []byte    // device data encoded for sendDirect; the device reader's, under busy
+	suspend  bool      // FLOWCONTROL-SUSPEND in force
 	shutting bool
 	flush    bool  // send what is queued before closing
 	err      error // why the connection ends, the first reason given
@@ -99,7 +100,7 @@ func newSrvConn(s *Server, nc net.Conn, mode Mode) *srvConn {
 	c.log = s.log.With("device", s.cfg.Device, "client", c.addr)
 	c.wake.L = &c.mu
 	c.room.L = &c.mu
-	c.raw = newRawWriter(nc)
+	c.sock = fdio.New(nc, nc)
 	return c
 }
 
@@ -209,7 +210,7 @@ func (c *srvConn) writer() {
 		// FLOWCONTROL-SUSPEND holds the data only: answers still go, or
 		// a client that suspends and then changes a setting would wait
 		// for its answer until it resumes.
-		// A tryWrite in progress goes first, even when shutting: its
+		// A sendDirect in progress goes first, even when shutting: its
 		// remainder is queued after it, and bytes keep their order.
 		for c.busy || !c.shutting && len(c.ctrl) == 0 && (c.suspend || len(c.data) == 0) {
 			c.wake.Wait()
@@ -235,9 +236,9 @@ func (c *srvConn) writer() {
 		var err error
 		switch {
 		case len(ctrl) == 0:
-			_, err = c.nc.Write(data)
+			_, err = c.sock.Write(data)
 		case len(data) == 0:
-			_, err = c.nc.Write(ctrl)
+			_, err = c.sock.Write(ctrl)
 		default:
 			bufs = append(bufs[:0], ctrl, data)
 			_, err = bufs.WriteTo(c.nc)
@@ -287,7 +288,7 @@ func (c *srvConn) sendData(p []byte) {
 		return
 	}
 	c.fromDev += int64(len(p))
-	if c.raw != nil && !c.busy && !c.suspend && len(c.data) == 0 && len(c.ctrl) == 0 {
+	if c.sock.Nonblocking() && !c.busy && !c.suspend && len(c.data) == 0 && len(c.ctrl) == 0 {
 		c.sendDirect(p)
 		return
 	}
@@ -314,7 +315,7 @@ func (c *srvConn) sendDirect(p []byte) {
 	c.busy, c.inflight = true, len(out)
 	c.mu.Unlock()
 
-	n := c.raw.tryWrite(out)
+	n := c.sock.TryWrite(out)
 
 	c.mu.Lock()
 	c.busy, c.inflight = false, 0
@@ -397,7 +398,7 @@ func (c *srvConn) notifyStatus(lines, deltas, events byte) {
 func (c *srvConn) readRaw() error {
 	buf := make([]byte, netReadSize)
 	for {
-		n, err := c.nc.Read(buf)
+		n, err := c.sock.Read(buf)
 		if c.ended.Load() {
 			return nil // the reason is set already
 		}
@@ -438,7 +439,7 @@ func (c *srvConn) readTelnet() error {
 
 	buf := make([]byte, netReadSize)
 	for {
-		n, err := c.nc.Read(buf)
+		n, err := c.sock.Read(buf)
 		in := buf[:n]
 		for len(in) > 0 {
 			if c.ended.Load() {

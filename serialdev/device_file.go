@@ -4,19 +4,35 @@ package serialdev
 
 import (
 	"errors"
+	"io"
 	"os"
 	"time"
 )
 
 // The device's file is driven by Go's poller on every OS it runs on, so
-// writes and deadlines are the file's.
+// deadlines are the file's; data goes through fdio, the file's own Read
+// and Write where fdio has no faster path.
 
 func (d *device) Write(p []byte) (int, error) {
-	n, err := d.f.Write(p)
+	n, err := d.data.Write(p)
 	if err != nil && isGone(err) {
 		d.status.close()
 	}
-	return n, err
+	return n, d.dataErr("write", err)
+}
+
+// dataErr words an error of the data path as *os.File does, with the
+// device's name.
+func (d *device) dataErr(op string, err error) error {
+	var pe *os.PathError
+	if err == nil || err == io.EOF || errors.As(err, &pe) {
+		return err
+	}
+	var se *os.SyscallError
+	if errors.As(err, &se) {
+		err = se.Err
+	}
+	return &os.PathError{Op: op, Path: d.name, Err: err}
 }
 
 func (d *device) SetReadDeadline(t time.Time) error {

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sertun/sertun/internal/fdio"
 )
 
 // pollInterval is how often the modem lines and event counters are read.
@@ -29,6 +31,7 @@ type device struct {
 	name string
 	f    *os.File
 	rc   syscall.RawConn
+	data *fdio.FD // reads and writes
 
 	hasLines  bool // TIOCMGET works
 	hasCounts bool // TIOCGICOUNT works
@@ -170,6 +173,7 @@ func setupDevice(fd int, name string) (_ *device, err error) {
 		return nil, fmt.Errorf("serialdev: open %s: %w", name, err)
 	}
 	d.rc = rc
+	d.data = fdio.New(d.f, d.f)
 	if d.hasLines || d.hasCounts {
 		go d.poll()
 	} else {
@@ -179,11 +183,11 @@ func setupDevice(fd int, name string) (_ *device, err error) {
 }
 
 func (d *device) Read(p []byte) (int, error) {
-	n, err := d.f.Read(p)
+	n, err := d.data.Read(p)
 	if err != nil && isGone(err) {
 		d.status.close()
 	}
-	return n, err
+	return n, d.dataErr("read", err)
 }
 
 // isGone reports whether err from Read or Write means the device has gone

@@ -12,6 +12,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/windows"
+
+	"github.com/sertun/sertun/internal/fdio"
 )
 
 const unsafeSizeofDCB = unsafe.Sizeof(windows.DCB{})
@@ -56,6 +58,7 @@ type device struct {
 	name string
 	f    *os.File
 	rc   syscall.RawConn
+	data *fdio.FD // writes
 
 	mu       sync.Mutex // guards dtr, rts and counts; serialises the DCB
 	dtr, rts bool       // what we drive (a DCB write would otherwise reset them)
@@ -178,6 +181,7 @@ func setupDevice(h windows.Handle, name string) (_ *device, err error) {
 		return nil, fmt.Errorf("serialdev: open %s: %w", name, err)
 	}
 	d.rc = rc
+	d.data = fdio.New(d.f, d.f)
 	go d.poll()
 	return d, nil
 }

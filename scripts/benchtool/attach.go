@@ -18,16 +18,21 @@ type bridge struct {
 	client func(e *env, link string, port int) (*proc, error)
 }
 
-func attachBridges() []bridge {
-	return []bridge{
-		{name: "sertun attach+share",
-			server: func(e *env, dev string, port int) ([]*proc, error) {
-				p, err := e.start("sertun share", e.sertun, "share", dev, "127.0.0.1:"+strconv.Itoa(port))
-				return []*proc{p}, err
-			},
-			client: func(e *env, link string, port int) (*proc, error) {
-				return e.start("sertun attach", e.sertun, "attach", "127.0.0.1:"+strconv.Itoa(port), "--link", link)
-			}},
+// sertunBridge is attach in front of share, both of binary bin.
+func sertunBridge(name, bin string) bridge {
+	return bridge{name: name,
+		server: func(e *env, dev string, port int) ([]*proc, error) {
+			p, err := e.start(name+": share", bin, "share", dev, "127.0.0.1:"+strconv.Itoa(port))
+			return []*proc{p}, err
+		},
+		client: func(e *env, link string, port int) (*proc, error) {
+			return e.start(name+": attach", bin, "attach", "127.0.0.1:"+strconv.Itoa(port), "--link", link)
+		}}
+}
+
+func attachBridges(e *env) []bridge {
+	b := []bridge{
+		sertunBridge("sertun attach+share", e.sertun),
 		{name: "gensiot+ser2net-tuned",
 			server: func(e *env, dev string, port int) ([]*proc, error) {
 				return startSer2net(e, ser2netTuned, port, dev)
@@ -45,6 +50,10 @@ func attachBridges() []bridge {
 					fmt.Sprintf("TCP:127.0.0.1:%d", port))
 			}},
 	}
+	if e.alt != "" {
+		b = append(b, sertunBridge("sertun-alt", e.alt))
+	}
+	return b
 }
 
 type attachMetrics struct{ d2p, p2d, p50, p99, cpuD2P, cpuP2D *metric }
@@ -141,7 +150,7 @@ func benchAttach(e *env) error {
 	failed := map[string]bool{}
 	for run := 1; run <= e.runs; run++ {
 		e.logf("attach: run %d/%d", run, e.runs)
-		for _, b := range attachBridges() {
+		for _, b := range attachBridges(e) {
 			if failed[b.name] || (b.name == "sertun attach+share" && !ready) || e.skip(b.name) {
 				continue
 			}
@@ -153,6 +162,9 @@ func benchAttach(e *env) error {
 		}
 	}
 	cols := []string{"sertun attach+share", "gensiot+ser2net-tuned", "socat-pty+ser2net-raw"}
+	if e.alt != "" {
+		cols = append(cols, "sertun-alt")
+	}
 	fmt.Printf("\n== attach: program -> virtual port -> TCP -> server -> pty device (echo) -> back (127.0.0.1; %d runs; median [min..max]) ==\n", e.runs)
 	fmt.Printf("   the program is this tool on the link, raw; bulk %v per direction per run, byte count and CRC-32C verified; up to %d round trips per run (stops after %v)\n", e.window, e.rtts, e.rttCap)
 	fmt.Println("   gensiot: gensiot -e -1 -i 'pty(link=L,raw)' 'telnet(rfc2217),tcp,...' to ser2net tuned; socat: socat pty,link=L,raw,echo=0 TCP:... to ser2net tuned with a raw tcp accepter")

@@ -1,0 +1,6 @@
+//go:build !race && unix
+
+package fdio
+
+func raceReleaseMerge() {}
+func raceAcquire()      {}
