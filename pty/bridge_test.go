@@ -12,6 +12,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -41,6 +42,7 @@ type device struct {
 	dialFail  int           // the next dialFail dials fail
 	dials     int
 	cur       *fakePort
+	wrap      func(*fakePort) serialdev.Port // nil: dial gives the fakePort itself
 }
 
 func newDevice(initial serialdev.Settings) *device {
@@ -64,6 +66,9 @@ func (d *device) dial(ctx context.Context) (serialdev.Port, error) {
 	}
 	d.settings = d.initial
 	d.cur = &fakePort{d: d, done: make(chan struct{}), inbox: make(chan []byte, 1024)}
+	if d.wrap != nil {
+		return d.wrap(d.cur), nil
+	}
 	return d.cur, nil
 }
 
@@ -575,4 +580,126 @@ func TestBridgeVirtualClosed(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("Bridge kept going on a closed virtual port")
 	}
+}
+
+// writerToPort is a fakePort that writes to the program itself, as the
+// RFC 2217 client does: an io.WriterTo that offers each piece to TryWrite
+// first, when w has it, and writes the rest with Write.
+type writerToPort struct {
+	*fakePort
+	tried, written atomic.Int64 // bytes that went each way
+	inWrite        atomic.Bool  // a Write is in progress
+}
+
+func (p *writerToPort) WriteTo(w io.Writer) (int64, error) {
+	tw, _ := w.(interface{ TryWrite([]byte) int })
+	var total int64
+	for {
+		var b []byte
+		select {
+		case b = <-p.inbox:
+		case <-p.done:
+			return total, io.EOF
+		}
+		if tw != nil {
+			n := tw.TryWrite(b)
+			p.tried.Add(int64(n))
+			total += int64(n)
+			b = b[n:]
+		}
+		if len(b) > 0 {
+			p.inWrite.Store(true)
+			n, err := w.Write(b)
+			p.written.Add(int64(n))
+			p.inWrite.Store(false)
+			total += int64(n)
+			if err != nil {
+				return total, err
+			}
+		}
+	}
+}
+
+// writerToDevice is a device whose connections are writerToPorts.
+func writerToDevice() (*device, func() []*writerToPort) {
+	d := newDevice(dev9600)
+	var ports []*writerToPort // under d.mu
+	d.wrap = func(fp *fakePort) serialdev.Port {
+		p := &writerToPort{fakePort: fp}
+		ports = append(ports, p)
+		return p
+	}
+	return d, func() []*writerToPort {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		return slices.Clone(ports)
+	}
+}
+
+// A remote that writes to the program itself (io.WriterTo): the data
+// arrives whole and in order, and the pty's TryWrite is offered to it.
+func TestBridgeWriterToPort(t *testing.T) {
+	d, ports := writerToDevice()
+	p := startBridge(t, d, BridgeConfig{})
+	prog := openProgram(t, p.SlavePath())
+	want := make([]byte, 256<<10)
+	randomBytes(want, 5)
+	want = append(want, 0xff, 0xff, 0x00, '\r', '\n')
+	for chunk := range slices.Chunk(want, 1000) {
+		d.send(chunk)
+	}
+	if got := readFull(t, prog, len(want)); !bytes.Equal(got, want) {
+		t.Fatal("device -> program: data differs")
+	}
+	port := ports()[0]
+	t.Logf("TryWrite took %d bytes, Write %d", port.tried.Load(), port.written.Load())
+	if port.tried.Load() == 0 {
+		t.Error("the port was not offered TryWrite, or it took nothing")
+	}
+	if n := port.tried.Load() + port.written.Load(); n != int64(len(want)) {
+		t.Errorf("the port wrote %d bytes, want %d", n, len(want))
+	}
+}
+
+// The session ends while a WriterTo remote is blocked writing to a program
+// that does not read: what the program did not take waits in the bridge
+// and reaches the program first on the next connection, nothing lost or
+// repeated.
+func TestBridgeWriterToCarriesOver(t *testing.T) {
+	d, ports := writerToDevice()
+	p := startBridge(t, d, BridgeConfig{})
+	prog := openProgram(t, p.SlavePath())
+	data := make([]byte, 256<<10)
+	randomBytes(data, 6)
+	d.send(data)
+	first := ports()[0]
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+		}
+	}
+	waitFor("a blocked Write to the program", first.inWrite.Load)
+	// The remote goes; the program's next byte finds it gone and ends the
+	// session.
+	d.kill()
+	if _, err := prog.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("a new connection", func() bool { return len(ports()) == 2 })
+	waitFor("the first session's Write to end", func() bool { return !first.inWrite.Load() })
+	took := first.tried.Load() + first.written.Load()
+	t.Logf("first session: TryWrite %d, Write %d of %d", first.tried.Load(), first.written.Load(), len(data))
+	if took >= int64(len(data)) {
+		t.Fatalf("the program took all %d bytes in the first session: nothing carried over", took)
+	}
+	tail := []byte("after reconnect \xff")
+	d.send(tail)
+	want := append(bytes.Clone(data), tail...)
+	if got := readFull(t, prog, len(want)); !bytes.Equal(got, want) {
+		t.Fatal("program got other bytes than the device sent")
+	}
+	d.wait(t, "the program's byte at the device", 2*time.Second, func() bool { return string(d.got) == "x" })
 }

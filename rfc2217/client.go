@@ -130,14 +130,16 @@ type Client struct {
 	closed     bool
 	rx         []byte // received data is rx[rxOff:]
 	rxOff      int
-	rxGen      uint64    // counts purges of rx: a delivery that spans one takes nothing off
-	sink       TryWriter // WriteTo's writer, when it can take data without waiting
-	sinkBusy   bool      // data is on its way to WriteTo's writer; the rest waits
-	rxErr      error     // why the connection ended; Read returns it after the data
-	comport    bool      // COM-PORT-OPTION agreed
-	comportNo  bool      // COM-PORT-OPTION refused
-	ownCmds    int       // client commands the server sent: our own, echoed back
-	negDone    bool      // negotiated is closed
+	rxGen      uint64         // counts purges of rx: a delivery that spans one takes nothing off
+	sink       TryWriter      // WriteTo's writer, when it can take data without waiting
+	sinkBusy   bool           // data is on its way to WriteTo's writer; the rest waits
+	sunk       int64          // bytes the reader gave the sink, for WriteTo's count
+	delivering sync.WaitGroup // a delivery to the sink is under way
+	rxErr      error          // why the connection ended; Read returns it after the data
+	comport    bool           // COM-PORT-OPTION agreed
+	comportNo  bool           // COM-PORT-OPTION refused
+	ownCmds    int            // client commands the server sent: our own, echoed back
+	negDone    bool           // negotiated is closed
 	replies    []byte
 	settings   serialdev.Settings
 	haveModem  bool
@@ -375,8 +377,13 @@ func (c *Client) process(in []byte) {
 		c.replies = c.tn.AppendReplies(c.replies)
 		kick = true
 	}
-	if !c.wantSusp && len(c.rx)-c.rxOff >= rxHighWater {
+	switch buffered := len(c.rx) - c.rxOff; {
+	case !c.wantSusp && buffered >= rxHighWater:
 		c.wantSusp = true
+		kick = true
+	case c.wantSusp && buffered <= rxLowWater:
+		// A purge answer emptied the buffer.
+		c.wantSusp = false
 		kick = true
 	}
 	if len(c.replies) > maxOwedReplies {
@@ -390,12 +397,14 @@ func (c *Client) process(in []byte) {
 	}
 	var direct []byte
 	var gen uint64
-	if got && c.sink != nil && !c.sinkBusy {
+	sink := c.sink
+	if got && sink != nil && !c.sinkBusy {
 		direct, gen, c.sinkBusy = c.rx[c.rxOff:], c.rxGen, true
+		c.delivering.Add(1)
 	}
 	c.mu.Unlock()
 	if direct != nil {
-		got = c.deliver(direct, gen)
+		got = c.deliver(sink, direct, gen)
 	}
 	if got {
 		wake(c.rxReady)
@@ -410,16 +419,18 @@ func (c *Client) process(in []byte) {
 // socket. Only the reader appends to rx, so p stays valid; a purge
 // meanwhile (gen) only empties it. It reports whether data is left for
 // WriteTo.
-func (c *Client) deliver(p []byte, gen uint64) (left bool) {
-	n := c.sink.TryWrite(p)
+func (c *Client) deliver(sink TryWriter, p []byte, gen uint64) (left bool) {
+	n := sink.TryWrite(p)
 	c.mu.Lock()
 	c.sinkBusy = false
+	c.sunk += int64(n)
 	var resume, space bool
 	if c.rxGen == gen {
 		resume, space = c.took(n)
 	}
 	left = len(c.rx) > c.rxOff
 	c.mu.Unlock()
+	c.delivering.Done() // after sunk: WriteTo counts it
 	c.tookWake(resume, space)
 	return left
 }
@@ -920,35 +931,40 @@ type TryWriter interface {
 // whenever w takes the data at once, and WriteTo writes only what w could
 // not take then: a relay (attach's pty) saves a goroutine hand-off per read.
 // Read must not be used while WriteTo runs.
-func (c *Client) WriteTo(w io.Writer) (int64, error) {
+func (c *Client) WriteTo(w io.Writer) (n int64, err error) {
 	tw, _ := w.(TryWriter)
 	c.mu.Lock()
 	c.sink = tw
+	sunk := c.sunk
 	c.mu.Unlock()
+	var total int64
 	defer func() {
 		c.mu.Lock()
-		c.sink = nil
+		c.sink = nil // no delivery starts from now on
+		c.mu.Unlock()
+		c.delivering.Wait() // and w is not written after WriteTo returns
+		c.mu.Lock()
+		n += c.sunk - sunk
 		c.mu.Unlock()
 	}()
 	buf := make([]byte, clientReadSize)
-	var total int64
 	for {
-		n, err := c.read(buf, true)
-		if n > 0 {
-			k, werr := w.Write(buf[:n])
+		got, rerr := c.read(buf, true)
+		if got > 0 {
+			k, werr := w.Write(buf[:got])
 			total += int64(k)
 			c.mu.Lock()
 			c.sinkBusy = false
 			c.mu.Unlock()
-			if werr == nil && k < n {
+			if werr == nil && k < got {
 				werr = io.ErrShortWrite
 			}
 			if werr != nil {
 				return total, werr
 			}
 		}
-		if err != nil {
-			return total, err
+		if rerr != nil {
+			return total, rerr
 		}
 	}
 }
