@@ -96,12 +96,14 @@ func (k answerKind) String() string {
 // serialdev.Port; all methods are safe for concurrent use.
 //
 // One goroutine (readLoop) owns the connection's read side and the telnet
-// decoder: it appends data to the receive buffer that Read empties and
-// applies the server's answers and notifications to the client's state.
-// It never writes to the socket, so a server that stops reading cannot
-// stall the data coming from it; what the reader owes the server
-// (negotiation replies, SUSPEND/RESUME) goes out through sendLoop.
-// Writers (Write, control requests, sendLoop) share wmu.
+// decoder: it appends data to the receive buffer that Read (or WriteTo)
+// empties and applies the server's answers and notifications to the
+// client's state. It never waits on anything but the socket: it writes
+// only to a WriteTo sink that takes data without waiting, never to the
+// socket, so a server that stops reading cannot stall the data coming from
+// it; what the reader owes the server (negotiation replies,
+// SUSPEND/RESUME) goes out through sendLoop. Writers (Write, control
+// requests, sendLoop) share wmu.
 type Client struct {
 	conn    net.Conn
 	addr    string

@@ -18,7 +18,8 @@
 # makes every run shorter (for a smoke test, not for numbers).
 # BENCH_SECTIONS="share attach tunnel" picks sections; BENCH_VERBOSE=1 logs
 # each run (and the tunnel's --stats); BENCH_SERTUN_ALT=/path/to/sertun adds
-# a "sertun-alt" column to the share table, to A/B a change in one run. Everything binds to 127.0.0.1 and everything started is stopped
+# a "sertun-alt" column to the share and attach tables, to A/B a change in
+# one run. Everything binds to 127.0.0.1 and everything started is stopped
 # on exit. Needs: go, ser2net, socat, gensiot (Debian: ser2net socat
 # gensio-bin).
 set -euo pipefail
