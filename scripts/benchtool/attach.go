@@ -11,11 +11,13 @@ import (
 )
 
 // bridge is a virtual serial port for a program (a pty with a link) in
-// front of a server that shares the device.
+// front of a server that shares the device; or, with relay, one process
+// joining the device and the program's pty directly.
 type bridge struct {
 	name   string
 	server func(e *env, dev string, port int) ([]*proc, error)
 	client func(e *env, link string, port int) (*proc, error)
+	relay  func(e *env, dev, link string) (*proc, error)
 }
 
 // sertunBridge is attach in front of share, both of binary bin.
@@ -53,8 +55,16 @@ func attachBridges(e *env) []bridge {
 	if e.alt != "" {
 		b = append(b, sertunBridge("sertun-alt", e.alt))
 	}
+	// A reference for the path on this machine: the same two pty hops with
+	// one relay between them and no network, telnet or second process.
+	b = append(b, bridge{name: directName,
+		relay: func(e *env, dev, link string) (*proc, error) {
+			return e.start("socat pty<->pty", "socat", "FILE:"+dev+",raw,echo=0", fmt.Sprintf("pty,link=%s,raw,echo=0", link))
+		}})
 	return b
 }
+
+const directName = "socat pty<->pty"
 
 type attachMetrics struct{ d2p, p2d, p50, p99, cpuD2P, cpuP2D *metric }
 
@@ -68,21 +78,28 @@ func attachRun(e *env, b bridge, m *attachMetrics) error {
 	if err != nil {
 		return err
 	}
-	ps, err := b.server(e, pty.Slave, port)
-	if err != nil {
-		return err
-	}
-	defer stopAll(ps)
-	if err := waitListen(port, 5*time.Second, ps...); err != nil {
-		return err
-	}
 	link := filepath.Join(e.tmp, fmt.Sprintf("vport-%d", port))
-	c, err := b.client(e, link, port)
-	if err != nil {
-		return err
+	var ps []*proc
+	defer func() { stopAll(ps) }()
+	if b.relay != nil {
+		p, err := b.relay(e, pty.Slave, link)
+		if err != nil {
+			return err
+		}
+		ps = append(ps, p)
+	} else {
+		if ps, err = b.server(e, pty.Slave, port); err != nil {
+			return err
+		}
+		if err := waitListen(port, 5*time.Second, ps...); err != nil {
+			return err
+		}
+		c, err := b.client(e, link, port)
+		if err != nil {
+			return err
+		}
+		ps = append(ps, c)
 	}
-	ps = append(ps, c)
-	defer c.stop()
 	if err := waitPath(link, 5*time.Second, ps...); err != nil {
 		return err
 	}
@@ -96,7 +113,10 @@ func attachRun(e *env, b bridge, m *attachMetrics) error {
 	if err := syncPath(prog, pty.Master, 10*time.Second); err != nil {
 		return err
 	}
-	pids := []int{ps[0].Pid(), c.Pid()}
+	var pids []int
+	for _, p := range ps {
+		pids = append(pids, p.Pid())
+	}
 	rtts, d2p, p2d, err := measurePath(e, prog, pty.Master, pids, ps, "program")
 	if err != nil {
 		return err
@@ -165,10 +185,12 @@ func benchAttach(e *env) error {
 	if e.alt != "" {
 		cols = append(cols, "sertun-alt")
 	}
+	cols = append(cols, directName)
 	fmt.Printf("\n== attach: program -> virtual port -> TCP -> server -> pty device (echo) -> back (127.0.0.1; %d runs; median [min..max]) ==\n", e.runs)
 	fmt.Printf("   the program is this tool on the link, raw; bulk %v per direction per run, byte count and CRC-32C verified; up to %d round trips per run (stops after %v)\n", e.window, e.rtts, e.rttCap)
 	fmt.Println("   gensiot: gensiot -e -1 -i 'pty(link=L,raw)' 'telnet(rfc2217),tcp,...' to ser2net tuned; socat: socat pty,link=L,raw,echo=0 TCP:... to ser2net tuned with a raw tcp accepter")
-	printTable(os.Stdout, cols, []ratio{{"sertun attach+share", "gensiot+ser2net-tuned", "sertun/gensiot"}, {"sertun attach+share", "socat-pty+ser2net-raw", "sertun/socat-pty"}},
+	fmt.Println("   socat pty<->pty: socat FILE:PTY,raw,echo=0 pty,link=L,raw,echo=0, the device's pty joined to the program's by one relay (no network, no telnet, one process): what the two pty hops cost here")
+	printTable(os.Stdout, cols, []ratio{{"sertun attach+share", "gensiot+ser2net-tuned", "sertun/gensiot"}, {"sertun attach+share", "socat-pty+ser2net-raw", "sertun/socat-pty"}, {"sertun attach+share", directName, "sertun/direct"}},
 		[]*metric{m.d2p, m.p2d, m.p50, m.p99, m.cpuD2P, m.cpuP2D}, notes)
 	if len(m.d2p.vals["sertun attach+share"]) > 0 {
 		fmt.Println("\n   must-show (issue 3):")
