@@ -29,14 +29,20 @@ type ClientConfig struct {
 }
 
 // Sizes of the client's receive path. The reader goroutine reads the
-// socket in clientReadSize pieces into a buffer that Read empties. Above
-// highWater the client asks the server to pause (FLOWCONTROL-SUSPEND) and
-// below lowWater to go on; at hardCap it stops reading the socket, so TCP
-// flow control holds the server back even when it ignores SUSPEND. Nothing
-// is ever dropped.
+// socket in clientReadSize pieces into a buffer that Read empties. While
+// rxRest bytes wait there, the reader rests (up to rxRestMax, or until
+// half of them are taken): the server's data then gathers in the socket
+// and comes in a few large reads instead of one per segment, which halves
+// the client's work when the consumer (a program's pty) is the slower
+// side. Above highWater the client asks the server to pause
+// (FLOWCONTROL-SUSPEND) and below lowWater to go on; at hardCap it stops
+// reading the socket, so TCP flow control holds the server back even when
+// it ignores SUSPEND. Nothing is ever dropped.
 const (
 	clientReadSize    = 64 << 10
 	clientWriteChunk  = 64 << 10
+	rxRest            = 64 << 10
+	rxRestMax         = 50 * time.Millisecond // answers and notifications still get in
 	rxHighWater       = 256 << 10
 	rxLowWater        = 64 << 10
 	rxHardCap         = 1 << 20
@@ -135,6 +141,8 @@ type Client struct {
 	rxGen      uint64         // counts purges of rx: a delivery that spans one takes nothing off
 	sink       TryWriter      // WriteTo's writer, when it can take data without waiting
 	sinkBusy   bool           // data is on its way to WriteTo's writer; the rest waits
+	resting    bool           // the reader waits for rx to go below rxRest/2
+	restMax    time.Duration  // how long it waits at most: rxRestMax
 	sunk       int64          // bytes the reader gave the sink, for WriteTo's count
 	delivering sync.WaitGroup // a delivery to the sink is under way
 	rxErr      error          // why the connection ended; Read returns it after the data
@@ -196,6 +204,7 @@ func newClient(ctx context.Context, conn net.Conn, addr string, cfg ClientConfig
 		negotiated: make(chan struct{}),
 		rxReady:    make(chan struct{}, 1),
 		rxSpace:    make(chan struct{}, 1),
+		restMax:    rxRestMax,
 		kick:       make(chan struct{}, 1),
 		status:     make(chan struct{}, 1),
 		rdl:        makeWaitDeadline(),
@@ -337,6 +346,8 @@ func (portClosedError) Is(target error) bool {
 func (c *Client) readLoop() {
 	defer c.wg.Done()
 	buf := make([]byte, clientReadSize)
+	rest := time.NewTimer(time.Hour)
+	rest.Stop()
 	for {
 		c.mu.Lock()
 		for len(c.rx)-c.rxOff >= rxHardCap && !c.closed {
@@ -347,7 +358,21 @@ func (c *Client) readLoop() {
 			}
 			c.mu.Lock()
 		}
+		c.resting = len(c.rx)-c.rxOff >= rxRest && !c.closed
+		resting, restMax := c.resting, c.restMax
 		c.mu.Unlock()
+		if resting {
+			rest.Reset(restMax)
+			select {
+			case <-c.rxSpace:
+			case <-rest.C:
+			case <-c.done:
+			}
+			rest.Stop()
+			c.mu.Lock()
+			c.resting = false
+			c.mu.Unlock()
+		}
 		n, err := c.sock.Read(buf)
 		if n > 0 {
 			c.process(buf[:n])
@@ -450,7 +475,11 @@ func (c *Client) took(n int) (resume, space bool) {
 	if resume {
 		c.wantSusp = false
 	}
-	return resume, before >= rxHardCap && buffered < rxHardCap
+	space = before >= rxHardCap && buffered < rxHardCap
+	if c.resting && buffered < rxRest/2 {
+		c.resting, space = false, true
+	}
+	return resume, space
 }
 
 func (c *Client) tookWake(resume, space bool) {

@@ -1447,3 +1447,58 @@ func TestClientServerEchoFlow(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// While its consumer holds rxRest bytes back, the reader rests: the
+// server's data waits in the socket, not in the client. Taking the buffer
+// below half wakes the reader at once; after restMax it reads anyway, so
+// that a notification behind the data gets in while nobody reads.
+func TestClientReaderRests(t *testing.T) {
+	tests := []struct {
+		name    string
+		restMax time.Duration
+	}{
+		{"consumer takes", time.Hour},
+		{"rest runs out", 30 * time.Millisecond},
+	}
+	want := serialdev.Status{Lines: serialdev.CTS | serialdev.DCD}
+	notified := func(c *Client) func() bool {
+		return func() bool { st, err := c.Status(); return err == nil && st == want }
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, c := dialFake(t, "tcp", serverPolicy{})
+			c.mu.Lock()
+			c.restMax = tt.restMax
+			c.mu.Unlock()
+			src := randBytes(rxRest*4, 7)
+			s.sendData(src)
+			s.send(&NotifyModemState{State: ModemCTS | ModemDCD})
+			waitUntil(t, 5*time.Second, "buffered data", func() bool { return buffered(c) >= rxRest })
+			if tt.restMax == time.Hour {
+				time.Sleep(100 * time.Millisecond)
+				if n := buffered(c); n >= rxRest+clientReadSize {
+					t.Fatalf("buffered %d bytes: the reader read on past %d", n, rxRest)
+				}
+				if notified(c)() {
+					t.Fatal("the notification behind the data got in while the reader rested")
+				}
+			} else {
+				waitUntil(t, 5*time.Second, "notification while nobody reads", notified(c))
+			}
+			got := make([]byte, 0, len(src))
+			buf := make([]byte, 16<<10)
+			c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			for len(got) < len(src) {
+				n, err := c.Read(buf)
+				if err != nil {
+					t.Fatalf("Read after %d bytes: %v", len(got), err)
+				}
+				got = append(got, buf[:n]...)
+			}
+			if !bytes.Equal(got, src) {
+				t.Fatal("data differs")
+			}
+			waitUntil(t, 5*time.Second, "notification", notified(c))
+		})
+	}
+}

@@ -167,6 +167,70 @@ func TestDeviceDataBothWays(t *testing.T) {
 	}
 }
 
+// A read that comes back full gathers what else the tty has at once, up to
+// gatherMax; a short one is returned as it is.
+func TestDeviceReadGathers(t *testing.T) {
+	tests := []struct {
+		name     string
+		write    int
+		min, max int // bytes the first Read returns
+	}{
+		{"a line", 100, 100, 100},
+		{"more than one read holds", 24 << 10, 4096 + 1, 24 << 10},
+		{"more than gatherMax", 96 << 10, 4096 + 1, gatherMax},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, master, _ := openSlave(t)
+			data := bytes.Repeat([]byte("0123456789abcdef"), tt.write/16+1)[:tt.write]
+			errc := make(chan error, 1)
+			go func() { _, err := master.Write(data); errc <- err }()
+			// Let the pty take in what fits before the first read.
+			deadline := time.Now().Add(5 * time.Second)
+			rc, err := p.f.SyscallConn() // not Fd: it makes the descriptor blocking
+			if err != nil {
+				t.Fatal(err)
+			}
+			for {
+				var n int
+				var ierr error
+				rc.Control(func(fd uintptr) { n, ierr = unix.IoctlGetInt(int(fd), unix.TIOCINQ) })
+				if ierr != nil {
+					t.Fatal(ierr)
+				}
+				if n >= min(tt.write, 4095) || time.Now().After(deadline) {
+					break
+				}
+				time.Sleep(time.Millisecond)
+			}
+			time.Sleep(20 * time.Millisecond)
+			p.SetReadDeadline(time.Now().Add(10 * time.Second))
+			buf := make([]byte, 64<<10)
+			n, err := p.Read(buf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n < tt.min || n > tt.max {
+				t.Errorf("first Read returned %d bytes, want %d to %d", n, tt.min, tt.max)
+			}
+			got := append([]byte(nil), buf[:n]...)
+			for len(got) < len(data) {
+				n, err := p.Read(buf)
+				if err != nil {
+					t.Fatalf("after %d bytes: %v", len(got), err)
+				}
+				got = append(got, buf[:n]...)
+			}
+			if !bytes.Equal(got, data) {
+				t.Fatal("data changed on the way")
+			}
+			if err := <-errc; err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
 // A pty has no modem lines: the port says so rather than pretending, and
 // a break is accepted (the pty ignores it).
 func TestDeviceNoModemLines(t *testing.T) {

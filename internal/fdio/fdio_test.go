@@ -191,3 +191,54 @@ func TestDeadlinesAndClose(t *testing.T) {
 		}
 	})
 }
+
+// TryRead takes what is there and never waits: nothing there, a blocking
+// descriptor, an ended stream and a closed descriptor all give 0, and the
+// next Read tells why.
+func TestTryRead(t *testing.T) {
+	t.Run("socket", func(t *testing.T) {
+		a, b := tcpPair(t)
+		f := New(b, b)
+		buf := make([]byte, 64)
+		start := time.Now()
+		if n := f.TryRead(buf); n != 0 {
+			t.Fatalf("TryRead with nothing sent = %d", n)
+		}
+		if d := time.Since(start); d > time.Second {
+			t.Fatalf("TryRead waited %v", d)
+		}
+		if _, err := a.Write([]byte("hello")); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		var got []byte
+		for len(got) < 5 && time.Now().Before(deadline) {
+			got = append(got, buf[:f.TryRead(buf)]...)
+		}
+		if string(got) != "hello" {
+			t.Fatalf("TryRead got %q", got)
+		}
+		a.Close()
+		waitUntilEOF := time.Now().Add(5 * time.Second)
+		for f.TryRead(buf) != 0 && time.Now().Before(waitUntilEOF) {
+		}
+		b.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if n, err := f.Read(buf); n != 0 || err != io.EOF {
+			t.Fatalf("Read after the peer closed = %d, %v; want EOF", n, err)
+		}
+		b.Close()
+		if n := f.TryRead(buf); n != 0 {
+			t.Fatalf("TryRead after Close = %d", n)
+		}
+	})
+	t.Run("blocking pipe", func(t *testing.T) {
+		r, w := pipeFiles(t, false)
+		f := New(r, r)
+		if _, err := w.Write([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		if n := f.TryRead(make([]byte, 8)); n != 0 {
+			t.Fatalf("TryRead on a blocking descriptor = %d; it must not read", n)
+		}
+	})
+}

@@ -110,10 +110,18 @@ func (f *FD) Write(p []byte) (int, error) {
 
 func (f *FD) write(fd uintptr) bool {
 	for f.wn < len(f.wp) {
+		want := len(f.wp) - f.wn
 		n, err := rawWrite(fd, f.wp[f.wn:])
 		switch err {
 		case 0:
 			f.wn += n
+			if n < want {
+				// The descriptor is full (a non-blocking write stops
+				// only there): wait now rather than spend a call on
+				// the EAGAIN. Room made from here on raises the event
+				// the poller waits for.
+				return false
+			}
 			continue
 		case syscall.EINTR:
 			continue
@@ -144,6 +152,7 @@ func (f *FD) TryWrite(p []byte) int {
 
 func (f *FD) try(fd uintptr) bool {
 	for f.tn < len(f.tp) {
+		want := len(f.tp) - f.tn
 		n, err := rawWrite(fd, f.tp[f.tn:])
 		if err == syscall.EINTR {
 			continue
@@ -152,8 +161,36 @@ func (f *FD) try(fd uintptr) bool {
 			break
 		}
 		f.tn += n
+		if n < want {
+			break // full: see write
+		}
 	}
 	return true // never wait
+}
+
+// TryRead reads what is there now, without waiting: 0 when nothing is
+// (or on an error, which the next Read meets).
+func (f *FD) TryRead(p []byte) int {
+	if f.rc == nil || len(p) == 0 {
+		return 0
+	}
+	n := 0
+	f.rc.Read(func(fd uintptr) bool {
+		for {
+			k, err := rawRead(fd, p)
+			if err == syscall.EINTR {
+				continue
+			}
+			if err == 0 && k > 0 {
+				n = k
+			}
+			return true
+		}
+	})
+	if n > 0 {
+		raceAcquire()
+	}
+	return n
 }
 
 // pollErr words an error of the poller (a deadline, a closed descriptor)
