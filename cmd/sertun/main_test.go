@@ -177,3 +177,22 @@ func TestListOutput(t *testing.T) {
 		t.Errorf("empty JSON: %q, %v", b.String(), err)
 	}
 }
+
+func TestIsRelay(t *testing.T) {
+	tests := []struct {
+		args []string
+		want bool
+	}{
+		{[]string{"sertun", "share", "loop://"}, true},
+		{[]string{"sertun", "-v", "attach", "127.0.0.1:7000", "--link", "/tmp/x"}, true},
+		{[]string{"sertun", "tunnel", "/dev/ttyUSB0"}, false},
+		{[]string{"sertun", "cable", "share"}, false},
+		{[]string{"sertun", "--version"}, false},
+		{[]string{"sertun"}, false},
+	}
+	for _, tt := range tests {
+		if got := isRelay(tt.args); got != tt.want {
+			t.Errorf("isRelay(%q) = %v, want %v", tt.args, got, tt.want)
+		}
+	}
+}
