@@ -4,6 +4,7 @@ package serialdev
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"time"
@@ -49,4 +50,12 @@ func (d *device) deadlineError(err error) error {
 		return err
 	}
 	return &os.PathError{Op: "set deadline", Path: d.name, Err: os.ErrClosed}
+}
+
+// ctlError words the failure of a control operation.
+func (d *device) ctlError(op string, err error) error {
+	if errors.Is(err, os.ErrClosed) {
+		return &os.PathError{Op: op, Path: d.name, Err: os.ErrClosed}
+	}
+	return fmt.Errorf("serialdev: %s %s: %w", op, d.name, err)
 }

@@ -255,14 +255,6 @@ func (d *device) control(fn func(fd int) error) error {
 	return ferr
 }
 
-// ctlError words the failure of a control operation.
-func (d *device) ctlError(op string, err error) error {
-	if errors.Is(err, os.ErrClosed) {
-		return &os.PathError{Op: op, Path: d.name, Err: os.ErrClosed}
-	}
-	return fmt.Errorf("serialdev: %s %s: %w", op, d.name, err)
-}
-
 func (d *device) Settings() (Settings, error) {
 	var s Settings
 	err := d.control(func(fd int) error {

@@ -244,13 +244,6 @@ func (d *device) control(fn func(h windows.Handle) error) error {
 	return ferr
 }
 
-func (d *device) ctlError(op string, err error) error {
-	if errors.Is(err, os.ErrClosed) {
-		return &os.PathError{Op: op, Path: d.name, Err: os.ErrClosed}
-	}
-	return fmt.Errorf("serialdev: %s %s: %w", op, d.name, err)
-}
-
 func (d *device) Settings() (Settings, error) {
 	var dcb windows.DCB
 	err := d.control(func(h windows.Handle) error {
