@@ -187,7 +187,7 @@ func benchAttach(e *env) error {
 	}
 	cols = append(cols, directName)
 	fmt.Printf("\n== attach: program -> virtual port -> TCP -> server -> pty device (echo) -> back (127.0.0.1; %d runs; median [min..max]) ==\n", e.runs)
-	fmt.Printf("   the program is this tool on the link, raw; bulk %v per direction per run, byte count and CRC-32C verified; up to %d round trips per run (stops after %v)\n", e.window, e.rtts, e.rttCap)
+	fmt.Printf("   the program is this tool on the link, raw; bulk %v per direction per run, byte count and CRC-32C verified; round trips for %v per run (at most %d)\n", e.window, e.rttCap, e.rtts)
 	fmt.Println("   gensiot: gensiot -e -1 -i 'pty(link=L,raw)' 'telnet(rfc2217),tcp,...' to ser2net tuned; socat: socat pty,link=L,raw,echo=0 TCP:... to ser2net tuned with a raw tcp accepter")
 	fmt.Println("   socat pty<->pty: socat FILE:PTY,raw,echo=0 pty,link=L,raw,echo=0, the device's pty joined to the program's by one relay (no network, no telnet, one process): what the two pty hops cost here")
 	printTable(os.Stdout, cols, []ratio{{"sertun attach+share", "gensiot+ser2net-tuned", "sertun/gensiot"}, {"sertun attach+share", "socat-pty+ser2net-raw", "sertun/socat-pty"}, {"sertun attach+share", directName, "sertun/direct"}},

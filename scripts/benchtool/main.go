@@ -29,8 +29,8 @@ type env struct {
 	alt     string // a second sertun binary to compare (a column "sertun-alt")
 	runs    int
 	window  time.Duration // bulk transfer length per direction per run
-	rtts    int           // round trips per latency run
-	rttCap  time.Duration // a latency run stops early after this long
+	rtts    int           // most round trips per latency run
+	rttCap  time.Duration // a latency run stops after this long
 	clients int           // clients for the per-client memory figure
 	tmp     string
 	verbose bool
@@ -71,8 +71,8 @@ func main() {
 	fs.StringVar(&e.why, "sertun-missing", "not built", "reason shown when -sertun is empty")
 	fs.IntVar(&e.runs, "runs", 5, "runs per figure")
 	fs.DurationVar(&e.window, "window", 1500*time.Millisecond, "bulk transfer time per direction per run")
-	fs.IntVar(&e.rtts, "rtts", 2000, "1-byte round trips per latency run")
-	fs.DurationVar(&e.rttCap, "rtt-cap", 1500*time.Millisecond, "stop a latency run after this long (at least 70 round trips)")
+	fs.IntVar(&e.rtts, "rtts", 200000, "most 1-byte round trips per latency run")
+	fs.DurationVar(&e.rttCap, "rtt-cap", 1500*time.Millisecond, "stop a latency run after this long (at least 70 round trips); with -rtts high, each run lasts this long")
 	fs.IntVar(&e.clients, "clients", 10, "clients for the per-client memory figure")
 	fs.BoolVar(&e.verbose, "v", false, "log progress to stderr")
 	fs.StringVar(&e.only, "only", "", "measure only columns whose name contains one of these comma-separated words (e.g. sertun,tuned)")

@@ -281,7 +281,7 @@ func benchShare(e *env) error {
 	}
 	fmt.Printf("\n== share: one client through the server to a pty device (127.0.0.1; %d runs; median [min..max]; ↑ higher is better, ↓ lower) ==\n", e.runs)
 	fmt.Printf("   bulk: %v per direction per run, random bytes incl. 0xFF (IAC-escaped toward the device), every run's byte count and CRC-32C verified\n", e.window)
-	fmt.Printf("   round trip: client writes 1 byte to TCP, the device end echoes it; up to %d per run (stops after %v); CPU = utime+stime of the server from /proc\n", e.rtts, e.rttCap)
+	fmt.Printf("   round trip: client writes 1 byte to TCP, the device end echoes it, for %v per run (at most %d); CPU = utime+stime of the server from /proc\n", e.rttCap, e.rtts)
 	fmt.Printf("   per extra client: sertun share --shared, (RSS with %d idle clients - RSS with 1)/%d\n", e.clients, e.clients-1)
 	fmt.Println("   sertun: sertun share PTY 127.0.0.1:PORT (defaults: telnet + RFC 2217 listener, one client)")
 	fmt.Println("   ser2net-defaults: ser2net -n -u, accepter telnet(rfc2217),tcp; connector serialdev(nouucplock),PTY,115200n81,local")
