@@ -169,12 +169,19 @@ func (t *telnetConn) negotiate(reply []byte, cmd, opt byte) []byte {
 func (t *telnetConn) Write(p []byte) (int, error) {
 	t.wmu.Lock()
 	defer t.wmu.Unlock()
+	// Runs between 0xFFs move in one copy: a byte-at-a-time loop cost the
+	// bench about 0.7 ms of CPU per MiB, on the CPUs the servers under test
+	// share, and only in the columns that speak telnet.
 	b := t.wbuf[:0]
-	for _, c := range p {
-		if c == tnIAC {
-			b = append(b, tnIAC)
+	for rest := p; len(rest) > 0; {
+		i := bytes.IndexByte(rest, tnIAC)
+		if i < 0 {
+			b = append(b, rest...)
+			break
 		}
-		b = append(b, c)
+		b = append(b, rest[:i+1]...)
+		b = append(b, tnIAC)
+		rest = rest[i+1:]
 	}
 	t.wbuf = b
 	if _, err := t.Conn.Write(b); err != nil {

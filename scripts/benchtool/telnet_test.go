@@ -62,14 +62,26 @@ func TestTelnetDecode(t *testing.T) {
 }
 
 func TestTelnetWriteEscapes(t *testing.T) {
-	rc := &replyConn{}
-	tc := newTelnetConn(rc)
-	n, err := tc.Write([]byte{1, 0xff, 2, 0xff, 0xff})
-	if err != nil || n != 5 {
-		t.Fatalf("Write = %d, %v", n, err)
+	tests := []struct {
+		name     string
+		in, wire []byte
+	}{
+		{"no IAC", []byte("plain"), []byte("plain")},
+		{"IAC inside", []byte{1, 0xff, 2}, []byte{1, 0xff, 0xff, 2}},
+		{"IAC first and last", []byte{0xff, 1, 0xff}, []byte{0xff, 0xff, 1, 0xff, 0xff}},
+		{"IACs only", []byte{0xff, 0xff}, []byte{0xff, 0xff, 0xff, 0xff}},
+		{"empty", []byte{}, nil},
 	}
-	if want := []byte{1, 0xff, 0xff, 2, 0xff, 0xff, 0xff, 0xff}; !bytes.Equal(rc.out.Bytes(), want) {
-		t.Errorf("wire %v, want %v", rc.out.Bytes(), want)
+	for _, tt := range tests {
+		rc := &replyConn{}
+		tc := newTelnetConn(rc)
+		n, err := tc.Write(tt.in)
+		if err != nil || n != len(tt.in) {
+			t.Fatalf("%s: Write = %d, %v", tt.name, n, err)
+		}
+		if !bytes.Equal(rc.out.Bytes(), tt.wire) {
+			t.Errorf("%s: wire %v, want %v", tt.name, rc.out.Bytes(), tt.wire)
+		}
 	}
 }
 
