@@ -61,7 +61,7 @@ func parseName(op, name string) (path string, loop bool, err error) {
 		return name, false, nil
 	case strings.EqualFold(scheme, "loop"):
 		if rest != "" {
-			return "", false, fmt.Errorf("serialdev: %s %s: %s takes nothing after the scheme", op, name, LoopURL)
+			return "", false, fmt.Errorf("serialdev: %s: the loopback plug takes no host, path or options (write it as %s)", name, LoopURL)
 		}
 		return "", true, nil
 	}

@@ -19,7 +19,7 @@ func TestParseName(t *testing.T) {
 		{"/dev/ttyUSB0", "/dev/ttyUSB0", false, nil, ""},
 		{"COM3", "COM3", false, nil, ""},
 		{`\\.\COM12`, `\\.\COM12`, false, nil, ""},
-		{"loop://x", "", false, nil, "takes nothing"},
+		{"loop://x", "", false, nil, "takes no host"},
 		{"rfc2217://host:2217", "", false, ErrUnknownScheme, `"rfc2217"`},
 		{"foo://bar", "", false, ErrUnknownScheme, "loop://"},
 		{"", "", false, nil, "empty port name"},

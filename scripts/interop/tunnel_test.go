@@ -151,6 +151,26 @@ func TestTunnelPtyNullModem(t *testing.T) {
 	_ = far
 }
 
+// TestTunnelOverRFC2217: each end of the cable is shared by sertun share and
+// each tunnel end reaches its line as rfc2217://HOST:PORT, the way a tunnel
+// runs over a serial port on another machine; 4 connections x 64 KiB are
+// echoed intact.
+func TestTunnelOverRFC2217(t *testing.T) {
+	t.Parallel()
+	a, b := tunCable(t, false)
+	portA, portB := freePort(t), freePort(t)
+	startShare(t, a, fmt.Sprintf("127.0.0.1:%d", portA))
+	startShare(t, b, fmt.Sprintf("127.0.0.1:%d", portB))
+	echo := tunEcho(t)
+	port := freePort(t)
+	tunEnd(t, fmt.Sprintf("rfc2217://127.0.0.1:%d", portB), "--permit", echo, "--baud", "921600")
+	near := tunEnd(t, fmt.Sprintf("rfc2217://127.0.0.1:%d", portA), "-L", fmt.Sprintf("%d", port), "--baud", "921600")
+	near.WaitOutput(t, "link up", 15*time.Second)
+	start := time.Now()
+	tunParallel(t, fmt.Sprintf("127.0.0.1:%d", port), 4, 64<<10, 60*time.Second)
+	t.Logf("4 x 64 KiB echoed through two RFC 2217 servers in %v", time.Since(start).Round(time.Millisecond))
+}
+
 // TestTunnelNoisyCable: over sertun cable with bit errors, 4 connections x
 // 64 KiB, all intact: 115200 baud at BER 1e-5 (the must-show) and 460800 at
 // 1e-4.
