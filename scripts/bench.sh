@@ -13,7 +13,7 @@
 #   tunnel  sertun tunnel over sertun cable: goodput share of line rate,
 #           echo latency idle and under bulk, vs a bare socat relay.
 #
-# Every figure is measured BENCH_RUNS times (default 5) and printed as the
+# Every figure is measured BENCH_RUNS times (default 7) and printed as the
 # median with min and max: the machine is shared and noisy. BENCH_QUICK=1
 # makes every run shorter (for a smoke test, not for numbers).
 # BENCH_SECTIONS="share attach tunnel" picks sections; BENCH_VERBOSE=1 logs
@@ -25,7 +25,7 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-runs=${BENCH_RUNS:-5}
+runs=${BENCH_RUNS:-7}
 sections=${BENCH_SECTIONS:-share attach tunnel}
 flags=(-runs "$runs")
 if [[ ${BENCH_QUICK:-0} != 0 ]]; then
