@@ -98,6 +98,19 @@ func (k answerKind) String() string {
 	return fmt.Sprintf("answerKind(%d)", uint8(k))
 }
 
+// partial says whether servers that implement only part of RFC 2217 are
+// known to leave k unanswered: pyserial's server (and esptool's, made from
+// it) ignores inbound flow control and the DTR, RTS and BREAK queries;
+// hub4com and ser2net without modem lines leave DTR and RTS unanswered.
+// Baud rate, format and outbound flow control every server answers.
+func (k answerKind) partial() bool {
+	switch k {
+	case ansInFlow, ansBreak, ansDTR, ansRTS:
+		return true
+	}
+	return false
+}
+
 // Client is a serial port on an RFC 2217 server. It implements
 // serialdev.Port; all methods are safe for concurrent use.
 //
@@ -792,6 +805,8 @@ func (c *Client) connErr(op string, err error) error {
 // (assume is called for it) and not waited for again until the server
 // answers one: ser2net never answers SET-CONTROL for DTR and RTS on a
 // device without modem lines, and stalling each request would help nobody.
+// A partial kind asked together with others is waited for only briefly
+// once the others are in (see answerKind.partial).
 func (c *Client) exchange(op string, cmds []Command, kinds []answerKind, assume func(answerKind)) error {
 	chans := make([]chan struct{}, len(kinds))
 	c.mu.Lock()
@@ -820,28 +835,47 @@ func (c *Client) exchange(op string, cmds []Command, kinds []answerKind, assume 
 		return err
 	}
 
+	start := time.Now()
 	t := time.NewTimer(c.timeout)
 	defer t.Stop()
 	timedOut := false
-wait:
-	for _, ch := range chans {
-		if ch == nil {
-			continue
+	// The answers every server gives are waited for first. Servers answer
+	// in order, so once those are in, a missing answer of a partial kind
+	// is one the server does not give: it gets a grace as long as the
+	// others took (at least a tenth of the timeout), not the whole
+	// timeout, or each connection to such a server would stall for it.
+	for _, partial := range []bool{false, true} {
+		anchored := false
+		for i, ch := range chans {
+			if ch == nil || kinds[i].partial() != partial {
+				continue
+			}
+			anchored = true
+			select {
+			case <-ch:
+				continue
+			case <-t.C:
+				timedOut = true
+			case <-c.done:
+				return portClosedError{op}
+			case <-c.readerDone:
+				c.mu.Lock()
+				err := c.rxErr
+				c.mu.Unlock()
+				return err
+			}
+			break
 		}
-		select {
-		case <-ch:
-		case <-t.C:
-			timedOut = true
-			break wait
-		case <-c.done:
-			return portClosedError{op}
-		case <-c.readerDone:
-			c.mu.Lock()
-			err := c.rxErr
-			c.mu.Unlock()
-			return err
+		if timedOut {
+			break
+		}
+		if !partial && anchored {
+			if grace := max(time.Since(start), c.timeout/10); grace < c.timeout-time.Since(start) {
+				t.Reset(grace)
+			}
 		}
 	}
+	waited := time.Since(start).Round(time.Millisecond)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for i, k := range kinds {
@@ -858,7 +892,7 @@ wait:
 			c.waiters[k] = removeWaiter(c.waiters[k], ch)
 			c.silent[k] = true
 			c.log.Debug("rfc2217: no answer from the server; assuming the request is in force",
-				"op", op, "command", k.String(), "waited", c.timeout)
+				"op", op, "command", k.String(), "waited", waited)
 		}
 		if assume != nil {
 			assume(k)

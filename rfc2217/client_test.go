@@ -97,6 +97,19 @@ func hub4comAnswer(s *fakeServer, cmd Command, std []Command) []Command {
 	return std
 }
 
+// pyserialAnswer: pyserial's PortManager answers neither inbound flow
+// control nor the DTR, RTS and BREAK queries.
+func pyserialAnswer(s *fakeServer, cmd Command, std []Command) []Command {
+	if v, ok := cmd.(*SetControl); ok {
+		switch {
+		case v.Value == CtlDTRAsk, v.Value == CtlRTSAsk, v.Value == CtlBreakAsk,
+			v.Value >= CtlInFlowAsk && v.Value <= CtlInFlowHardware, v.Value >= CtlFlowDCD:
+			return nil
+		}
+	}
+	return std
+}
+
 func ptr[T any](v T) *T { return &v }
 
 func silentAnswer(*fakeServer, Command, []Command) []Command { return nil }
@@ -408,6 +421,9 @@ func TestClientDialPeers(t *testing.T) {
 		// after one timeout, with the defaults.
 		{"silent", serverPolicy{answer: silentAnswer}, fast, serialdev.DefaultSettings(), 2 * testWait, nil},
 		{"late", serverPolicy{delay: testWait / 3}, fast, fast, testWait, nil},
+		// pyserial: no answer to the inbound flow-control query, which
+		// is given up soon after the others are in.
+		{"pyserial", serverPolicy{answer: pyserialAnswer}, fast, fast, testWait / 10, nil},
 	}
 	for _, tt := range tests {
 		for _, tr := range []string{"pipe", "tcp"} {
@@ -623,6 +639,9 @@ func TestClientSetSettings(t *testing.T) {
 		{"nothing changed", serverPolicy{}, base, "", base, 50 * time.Millisecond},
 		// hub4com answers every flow-control request with NONE: believed.
 		{"hub4com", serverPolicy{answer: hub4comAnswer}, rtscts, "control 3;control 16;", base, testWait},
+		// pyserial leaves inbound flow control unanswered; Dial found
+		// that out, so it is assumed in force without a wait.
+		{"pyserial", serverPolicy{answer: pyserialAnswer}, rtscts, "control 3;control 16;", rtscts, testWait / 10},
 		// A server that never answers: assumed in force after the timeout.
 		{"never answers", serverPolicy{answer: func(s *fakeServer, cmd Command, std []Command) []Command {
 			if _, ok := cmd.(*SetBaudRate); ok {

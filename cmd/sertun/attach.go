@@ -21,10 +21,11 @@ func attachCommand() *cli.Command {
 		Name:      "attach",
 		Usage:     "make a remote RFC 2217 port a local virtual serial port",
 		ArgsUsage: "[rfc2217://]HOST:PORT",
-		Description: `Connects to a port shared over RFC 2217 (sertun share, ser2net, hub4com) and
-makes it a local serial port that any program can open: on Linux and macOS a
-pty with a stable symlink (--link), on Windows the hidden end of a com0com
-pair (--link CNCB0; the program opens the other end, COMx).
+		Description: `Connects to a port shared over RFC 2217 (sertun share, ser2net, hub4com,
+pyserial's rfc2217_server) and makes it a local serial port that any program
+can open: on Linux and macOS a pty with a stable symlink (--link), on Windows
+the hidden end of a com0com pair (--link CNCB0; the program opens the other
+end, COMx).
 
 The program's baud rate, stop bits and flow control reach the remote port as
 it sets them, and its flushes become purges there. A pty has no modem lines

@@ -47,12 +47,27 @@ func shareServer(t *testing.T, device, addr string) *Proc {
 	return startShare(t, device, addr)
 }
 
+// pyserialServer is pyserial's own RFC 2217 server (PortManager), the one
+// esptool's esp_rfc2217_server is made from.
+func pyserialServer(t *testing.T, device, addr string) *Proc {
+	t.Helper()
+	requirePeer(t, "/usr/bin/python3")
+	host, port, _ := strings.Cut(addr, ":")
+	p := start(t, "/usr/bin/python3", "pyserial_rfc2217_server.py", device, host, port)
+	p.WaitOutput(t, "listening", 10*time.Second)
+	return p
+}
+
 // Must show, against ser2net: a pty ser2net serves, sertun attach in front,
 // pyserial on the link.
 func TestAttachSer2net(t *testing.T) { testAttach(t, ser2netServer) }
 
 // Must show, against sertun share.
 func TestAttachShare(t *testing.T) { testAttach(t, shareServer) }
+
+// The same against pyserial's server, which answers only what it was asked,
+// refuses DTR/RTS state requests and reports modem lines once a second.
+func TestAttachPyserialServer(t *testing.T) { testAttach(t, pyserialServer) }
 
 func testAttach(t *testing.T, server attachServer) {
 	requirePeer(t, "/usr/bin/python3")
