@@ -6,6 +6,8 @@ answers one line on stdout, "OK ..." or "ERR ...".
     WRITE FILE       write FILE's bytes to the port, wait until sent
     READ N FILE      read N bytes (30 s at most) into FILE
     BAUD B           change the baud rate of the open port
+    SET ATTR N       set a setting of the open port: stopbits, rtscts or
+                     xonxoff (N a number; 0 and 1 for the flow controls)
     CLOSE            close the port
 """
 
@@ -43,6 +45,10 @@ def main():
                 print("OK", len(got), flush=True)
             elif cmd[0] == "BAUD":
                 port.baudrate = int(cmd[1])
+                print("OK", flush=True)
+            elif cmd[0] == "SET" and cmd[1] in ("stopbits", "rtscts", "xonxoff"):
+                value = int(cmd[2])
+                setattr(port, cmd[1], value if cmd[1] == "stopbits" else bool(value))
                 print("OK", flush=True)
             elif cmd[0] == "CLOSE":
                 port.close()

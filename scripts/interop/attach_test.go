@@ -142,6 +142,36 @@ func testAttach(t *testing.T, server attachServer) {
 		t.Errorf("speed change took %v to reach the device, want 50 ms", took)
 	}
 
+	// Stop bits and flow control follow the program too. Flow control
+	// goes back to none before more data: XON/XOFF on the device would
+	// stop at the first 0x13 of it.
+	settingsSteps := []struct {
+		cmd  string
+		what string
+		ok   func(serialdev.Settings) bool
+	}{
+		{"SET stopbits 2", "2 stop bits", func(s serialdev.Settings) bool { return s.StopBits == serialdev.Stop2 }},
+		{"SET rtscts 1", "RTS/CTS both ways", func(s serialdev.Settings) bool {
+			return s.OutFlow == serialdev.FlowRTSCTS && s.InFlow == serialdev.FlowRTSCTS
+		}},
+		{"SET rtscts 0", "no flow control", func(s serialdev.Settings) bool {
+			return s.OutFlow == serialdev.FlowNone && s.InFlow == serialdev.FlowNone
+		}},
+		{"SET xonxoff 1", "XON/XOFF both ways", func(s serialdev.Settings) bool {
+			return s.OutFlow == serialdev.FlowXonXoff && s.InFlow == serialdev.FlowXonXoff
+		}},
+		{"SET xonxoff 0", "no flow control", func(s serialdev.Settings) bool {
+			return s.OutFlow == serialdev.FlowNone && s.InFlow == serialdev.FlowNone
+		}},
+		{"SET stopbits 1", "1 stop bit at 115200", func(s serialdev.Settings) bool {
+			return s.StopBits == serialdev.Stop1 && s.BaudRate == 115200
+		}},
+	}
+	for _, st := range settingsSteps {
+		do("%s", st.cmd)
+		waitSettings(t, master, st.what+" after "+st.cmd, st.ok)
+	}
+
 	// The server goes away and comes back while the program keeps the
 	// port open. The device is put back to 9600 meanwhile, so 115200
 	// afterwards shows that attach set it again.
