@@ -271,3 +271,38 @@ func TestAttachLinkRules(t *testing.T) {
 		t.Fatal("a failed attach left its link")
 	}
 }
+
+// --data and --parity set what a pty cannot carry on the remote port, and
+// the program's speed still follows it. The device is a loopback that keeps
+// every setting (a pty, as the other tests use, is always 8N on Linux),
+// so what shows is what the server answered: its device's settings read
+// back.
+func TestAttachForcedFormat(t *testing.T) {
+	requirePeer(t, "/usr/bin/python3")
+	for _, tt := range []struct {
+		name   string
+		server attachServer
+		device string
+	}{
+		{"share", shareServer, "loop://"},
+		{"pyserial", pyserialServer, "loop://"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+			tt.server(t, tt.device, addr)
+			link := filepath.Join(t.TempDir(), "ttyREMOTE")
+			at := start(t, sertun(t), "attach", addr, "--link", link, "--data", "7", "--parity", "even", "-v")
+			at.WaitOutput(t, "attached "+link, 10*time.Second)
+			py := startCoproc(t, "/usr/bin/python3", "attach_pyserial.py", link)
+			py.Send(t, "OPEN 19200")
+			py.Next(t, "OK", 30*time.Second)
+			at.WaitOutput(t, `msg="attach: settings sent to the remote" remote=`+addr+` settings="19200 7E1"`, 5*time.Second)
+			py.Send(t, "CLOSE")
+			py.Next(t, "OK", 30*time.Second)
+			at.Stop(t)
+			if strings.Contains(at.Output(), "server keeps other settings") {
+				t.Errorf("the server did not take 7E1:\n%s", at.Output())
+			}
+		})
+	}
+}
