@@ -170,7 +170,7 @@ func benchAttach(e *env) error {
 	failed := map[string]bool{}
 	for run := 1; run <= e.runs; run++ {
 		e.logf("attach: run %d/%d", run, e.runs)
-		for _, b := range attachBridges(e) {
+		for _, b := range inTurn(attachBridges(e), run-1) {
 			if failed[b.name] || (b.name == "sertun attach+share" && !ready) || e.skip(b.name) {
 				continue
 			}

@@ -45,6 +45,18 @@ func (e *env) logf(format string, a ...any) {
 	}
 }
 
+// inTurn returns xs rotated by run: the relays take turns going first, so
+// that whatever the first of a run meets (the last run's processes still
+// winding down, the kernel's workers placed for another relay) falls on
+// each of them alike.
+func inTurn[T any](xs []T, run int) []T {
+	if len(xs) == 0 {
+		return xs
+	}
+	k := run % len(xs)
+	return append(append([]T(nil), xs[k:]...), xs[:k]...)
+}
+
 // skip says whether column name is filtered out by -only.
 func (e *env) skip(name string) bool {
 	if e.only == "" {

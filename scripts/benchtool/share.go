@@ -255,7 +255,7 @@ func benchShare(e *env) error {
 	failed := map[string]bool{}
 	for run := 1; run <= e.runs; run++ {
 		e.logf("share: run %d/%d", run, e.runs)
-		for _, s := range servers {
+		for _, s := range inTurn(servers, run-1) {
 			if failed[s.name] || (s.name == "sertun" && e.sertun == "") || e.skip(s.name) {
 				continue
 			}

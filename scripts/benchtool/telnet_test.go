@@ -5,6 +5,7 @@ package main
 import (
 	"bytes"
 	"net"
+	"strings"
 	"testing"
 	"time"
 )
@@ -105,6 +106,24 @@ func TestPercentileAndMedian(t *testing.T) {
 		if got := median(tt.in); got != tt.want {
 			t.Errorf("median(%v) = %v, want %v", tt.in, got, tt.want)
 		}
+	}
+}
+
+func TestInTurn(t *testing.T) {
+	xs := []string{"a", "b", "c"}
+	for _, tt := range []struct {
+		run  int
+		want string
+	}{{0, "abc"}, {1, "bca"}, {2, "cab"}, {3, "abc"}, {7, "bca"}} {
+		if got := strings.Join(inTurn(xs, tt.run), ""); got != tt.want {
+			t.Errorf("inTurn(abc, %d) = %s, want %s", tt.run, got, tt.want)
+		}
+	}
+	if got := strings.Join(xs, ""); got != "abc" {
+		t.Errorf("inTurn changed its argument: %s", got)
+	}
+	if got := inTurn([]string(nil), 3); len(got) != 0 {
+		t.Errorf("inTurn(nil) = %v", got)
 	}
 }
 
