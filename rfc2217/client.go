@@ -839,11 +839,13 @@ func (c *Client) exchange(op string, cmds []Command, kinds []answerKind, assume 
 	t := time.NewTimer(c.timeout)
 	defer t.Stop()
 	timedOut := false
-	// The answers every server gives are waited for first. Servers answer
-	// in order, so once those are in, a missing answer of a partial kind
-	// is one the server does not give: it gets a grace as long as the
-	// others took (at least a tenth of the timeout), not the whole
-	// timeout, or each connection to such a server would stall for it.
+	// The answers every server gives are waited for first. A server
+	// answers a batch together (in order, or as hub4com does, in reverse),
+	// so once those are in, a missing answer of a partial kind is one the
+	// server does not give: it gets a grace as long as the others took (at
+	// least a tenth of the timeout), not the whole timeout, or each
+	// connection to such a server would stall for it. An answer that
+	// comes later still counts.
 	for _, partial := range []bool{false, true} {
 		anchored := false
 		for i, ch := range chans {
