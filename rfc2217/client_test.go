@@ -423,7 +423,7 @@ func TestClientDialPeers(t *testing.T) {
 		{"late", serverPolicy{delay: testWait / 3}, fast, fast, testWait, nil},
 		// pyserial: no answer to the inbound flow-control query, which
 		// is given up soon after the others are in.
-		{"pyserial", serverPolicy{answer: pyserialAnswer}, fast, fast, testWait / 10, nil},
+		{"pyserial", serverPolicy{answer: pyserialAnswer}, fast, fast, testWait / 2, nil},
 	}
 	for _, tt := range tests {
 		for _, tr := range []string{"pipe", "tcp"} {
@@ -641,7 +641,7 @@ func TestClientSetSettings(t *testing.T) {
 		{"hub4com", serverPolicy{answer: hub4comAnswer}, rtscts, "control 3;control 16;", base, testWait},
 		// pyserial leaves inbound flow control unanswered; Dial found
 		// that out, so it is assumed in force without a wait.
-		{"pyserial", serverPolicy{answer: pyserialAnswer}, rtscts, "control 3;control 16;", rtscts, testWait / 10},
+		{"pyserial", serverPolicy{answer: pyserialAnswer}, rtscts, "control 3;control 16;", rtscts, testWait / 2},
 		// A server that never answers: assumed in force after the timeout.
 		{"never answers", serverPolicy{answer: func(s *fakeServer, cmd Command, std []Command) []Command {
 			if _, ok := cmd.(*SetBaudRate); ok {
