@@ -134,6 +134,8 @@ type Client struct {
 
 	wmu       sync.Mutex
 	wbuf      []byte      // escaped data, under wmu
+	owe       []byte      // under wmu: the rest of what a write cut short by the deadline had begun (a command, an escape); it goes out first
+	owing     atomic.Bool // owe is not empty
 	binaryOut atomic.Bool // our BINARY side is on: no CR NUL
 
 	done       chan struct{} // closed by Close
@@ -737,7 +739,7 @@ func (c *Client) sendLoop() {
 		}
 		c.wmu.Lock()
 		c.mu.Lock()
-		buf = append(buf[:0], c.replies...)
+		buf = append(append(buf[:0], c.owe...), c.replies...)
 		c.replies = c.replies[:0]
 		want := c.wantSusp && !c.suspBroken && c.comport
 		switch {
@@ -770,13 +772,23 @@ func (c *Client) sendLoop() {
 		c.mu.Unlock()
 		var err error
 		if len(buf) > 0 {
-			_, err = c.sock.Write(buf)
+			var n int
+			n, err = c.sock.Write(buf)
+			// A write deadline (meant for Write) cuts this short too: the
+			// rest goes out first next time, ours or Write's.
+			c.setOwe(buf[min(n, len(buf)):])
 		}
 		c.wmu.Unlock()
-		if err != nil {
+		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
 			return
 		}
 	}
+}
+
+// setOwe keeps b to go out before anything else; wmu held.
+func (c *Client) setOwe(b []byte) {
+	c.owe = append(c.owe[:0], b...)
+	c.owing.Store(len(c.owe) > 0)
 }
 
 // writeCtl sends telnet commands. They are not data: a server's SUSPEND
@@ -784,9 +796,17 @@ func (c *Client) sendLoop() {
 func (c *Client) writeCtl(b []byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	if _, err := c.sock.Write(b); err != nil {
+	if len(c.owe) > 0 {
+		b = append(append([]byte(nil), c.owe...), b...)
+	}
+	n, err := c.sock.Write(b)
+	if err != nil {
+		// Cut short by a deadline: the commands begun go out later, the
+		// caller hears that they did not go out now.
+		c.setOwe(b[min(n, len(b)):])
 		return c.connErr("write", err)
 	}
+	c.setOwe(nil)
 	return nil
 }
 
@@ -1054,22 +1074,32 @@ func (c *Client) Write(p []byte) (int, error) {
 		c.sentSusp = false
 		c.lastData = time.Now()
 		c.mu.Unlock()
-		c.wbuf = c.wbuf[:0]
-		if resume {
-			c.wbuf = AppendCommand(c.wbuf, &FlowControlResume{}, false)
-		}
+		var sent, w int
 		var err error
-		if binary := c.binaryOut.Load(); resume || NeedsEscape(chunk, binary) {
+		if binary := c.binaryOut.Load(); resume || len(c.owe) > 0 || NeedsEscape(chunk, binary) {
+			c.wbuf = append(c.wbuf[:0], c.owe...)
+			if resume {
+				c.wbuf = AppendCommand(c.wbuf, &FlowControlResume{}, false)
+			}
+			head := len(c.wbuf)
 			c.wbuf = AppendData(c.wbuf, chunk, binary)
-			_, err = c.sock.Write(c.wbuf)
+			w, err = c.sock.Write(c.wbuf)
+			sent = len(chunk)
+			if err != nil {
+				var rest []byte
+				sent, rest = cutData(c.wbuf, head, min(w, len(c.wbuf)), chunk, binary)
+				c.setOwe(rest)
+			} else {
+				c.setOwe(nil)
+			}
 		} else {
-			_, err = c.sock.Write(chunk)
+			sent, err = c.sock.Write(chunk)
 		}
 		c.wmu.Unlock()
+		n += sent
 		if err != nil {
 			return n, c.connErr("write", err)
 		}
-		n += len(chunk)
 	}
 	if len(p) == 0 && c.isClosed() {
 		return 0, portClosedError{"write"}
@@ -1087,6 +1117,31 @@ func (c *Client) isClosed() bool {
 }
 
 // waitResumed waits while the server has us suspended.
+// cutData reads a write of wbuf cut short after w bytes, where wbuf is
+// what must go first (owed bytes, a command) up to head and then chunk as
+// telnet data: it returns how many bytes of chunk went out, counting one
+// whose escape went out only in part, and the rest of what had begun.
+func cutData(wbuf []byte, head, w int, chunk []byte, binary bool) (sent int, rest []byte) {
+	if w < head {
+		return 0, wbuf[w:head]
+	}
+	pos := head
+	for i, b := range chunk {
+		size := 1
+		if b == IAC || (!binary && b == '\r') {
+			size = 2
+		}
+		if pos+size > w {
+			if pos < w {
+				return i + 1, wbuf[w : pos+size]
+			}
+			return i, nil
+		}
+		pos += size
+	}
+	return len(chunk), nil
+}
+
 func (c *Client) waitResumed() error {
 	for {
 		c.mu.Lock()
@@ -1149,7 +1204,11 @@ func (c *Client) SetWriteDeadline(t time.Time) error {
 		return portClosedError{"set deadline"}
 	}
 	c.wdl.set(t)
-	return c.conn.SetWriteDeadline(t)
+	err := c.conn.SetWriteDeadline(t)
+	if c.owing.Load() {
+		wake(c.kick) // sendLoop sends what a past deadline held back
+	}
+	return err
 }
 
 // Settings returns the settings the server last reported in force (or,

@@ -1521,3 +1521,105 @@ func TestClientReaderRests(t *testing.T) {
 		})
 	}
 }
+
+// A Write cut short by its deadline says exactly how much went out, even
+// inside an escape, so that writing the rest (as a relay's session does)
+// neither loses nor repeats a byte.
+func TestClientWriteDeadlineCount(t *testing.T) {
+	s, c := dialFake(t, "tcp", serverPolicy{})
+	data := make([]byte, 16<<20)
+	r := rand.New(rand.NewPCG(1, 2))
+	for i := range data {
+		data[i] = byte(r.Uint32()) // one byte in 256 an IAC
+	}
+	s.mu.Lock() // the server stops taking data
+	c.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
+	n, err := c.Write(data)
+	s.mu.Unlock()
+	if !errors.Is(err, os.ErrDeadlineExceeded) || n <= 0 || n >= len(data) {
+		t.Fatalf("Write = %d, %v; want part of %d and a deadline error", n, err, len(data))
+	}
+	c.SetWriteDeadline(time.Time{})
+	m, err := c.Write(data[n:])
+	if err != nil || m != len(data)-n {
+		t.Fatalf("writing the rest: %d, %v", m, err)
+	}
+	s.waitFor(10*time.Second, "all data", func() bool { return len(s.data) >= len(data) })
+	time.Sleep(50 * time.Millisecond) // anything repeated would follow
+	s.mu.Lock()
+	got := s.data
+	s.mu.Unlock()
+	if !bytes.Equal(got, data) {
+		t.Fatalf("server got %d bytes, want %d; first difference at %d", len(got), len(data), firstDiff(got, data))
+	}
+}
+
+// A write deadline that has passed (the tunnel sets one before each write
+// and leaves it) holds back what the client owes the server, not for ever:
+// once the deadline moves, the RESUME and the negotiation reply go out.
+func TestClientPastDeadlineKeepsControl(t *testing.T) {
+	s, c := dialFake(t, "tcp", serverPolicy{})
+	go func() {
+		for i := 0; i < 64; i++ {
+			s.mu.Lock()
+			susp := s.suspended
+			s.mu.Unlock()
+			if susp {
+				return
+			}
+			s.sendData(make([]byte, 16<<10))
+		}
+	}()
+	s.waitFor(5*time.Second, "server suspended", func() bool { return s.suspended })
+	c.SetWriteDeadline(time.Now().Add(-time.Second))
+	buf := make([]byte, 64<<10)
+	for {
+		c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		if _, err := c.Read(buf); err != nil {
+			break
+		}
+	}
+	s.write([]byte{IAC, DO, 99}) // the client owes WONT 99
+	time.Sleep(100 * time.Millisecond)
+	c.SetWriteDeadline(time.Time{})
+	s.waitFor(2*time.Second, "server resumed", func() bool { return !s.suspended })
+	waitUntil(t, 2*time.Second, "reply sent", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return len(c.replies) == 0 && !c.owing.Load()
+	})
+	if _, err := c.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	s.waitFor(2*time.Second, "data after", func() bool { return bytes.HasSuffix(s.data, []byte("x")) })
+}
+
+func TestCutData(t *testing.T) {
+	head := []byte{IAC, SB, OptComPort, 112, IAC, SE} // a RESUME
+	tests := []struct {
+		name   string
+		chunk  string
+		binary bool
+		w      int
+		sent   int
+		rest   string
+	}{
+		{"inside the command", "ab", true, 2, 0, string(head[2:])},
+		{"after the command", "ab", true, 6, 0, ""},
+		{"plain", "abc", true, 8, 2, ""},
+		{"half an IAC", "a\xffb", true, 8, 2, "\xff"},
+		{"whole IAC", "a\xffb", true, 9, 2, ""},
+		{"half a CR NUL", "a\rb", false, 8, 2, "\x00"},
+		{"CR in binary", "a\rb", true, 8, 2, ""},
+		{"all", "a\xff", true, 9, 2, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			wbuf := AppendData(append([]byte(nil), head...), []byte(tt.chunk), tt.binary)
+			sent, rest := cutData(wbuf, len(head), tt.w, []byte(tt.chunk), tt.binary)
+			if sent != tt.sent || string(rest) != tt.rest {
+				t.Errorf("cutData(w=%d) = %d, %q; want %d, %q", tt.w, sent, rest, tt.sent, tt.rest)
+			}
+		})
+	}
+}
