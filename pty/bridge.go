@@ -283,6 +283,9 @@ func (b *bridge) learnRemote(port serialdev.Port) {
 // old speed.
 func (b *bridge) up(ctx context.Context, port serialdev.Port, ctl *remoteCtl) error {
 	if len(b.out) > 0 {
+		// Carried over from the last connection: after a reconnect the
+		// remote may be back at its own speed.
+		ctl.applySettings(ctx)
 		n, err := port.Write(b.out)
 		b.out = b.out[n:]
 		if err != nil {

@@ -104,7 +104,10 @@ func (d *device) wait(t *testing.T, what string, timeout time.Duration, cond fun
 		case <-d.changed:
 		case <-time.After(5 * time.Millisecond):
 		case <-deadline.C:
-			t.Fatalf("%s: not within %v", what, timeout)
+			d.mu.Lock()
+			st := d.settings
+			d.mu.Unlock()
+			t.Fatalf("%s: not within %v (device at %v)", what, timeout, st)
 		}
 	}
 }
@@ -321,7 +324,7 @@ func TestBridgeForcedFormat(t *testing.T) {
 	prog := openProgram(t, p.SlavePath())
 	setBaud(t, prog, 57600)
 	want := serialdev.Settings{BaudRate: 57600, DataBits: 7, Parity: serialdev.ParityOdd}
-	d.wait(t, "forced 7O1", time.Second, func() bool { return d.settings == want })
+	d.wait(t, "forced 7O1", 2*time.Second, func() bool { return d.settings == want })
 }
 
 func TestBridgePurge(t *testing.T) {
@@ -702,4 +705,61 @@ func TestBridgeWriterToCarriesOver(t *testing.T) {
 		t.Fatal("program got other bytes than the device sent")
 	}
 	d.wait(t, "the program's byte at the device", 2*time.Second, func() bool { return string(d.got) == "x" })
+}
+
+// failFirstWrite is a connection whose first Write fails after the
+// program's data was taken from the pty, as a server reset does; it notes
+// the device's speed at each Write.
+type failFirstWrite struct {
+	*fakePort
+	fail  *atomic.Bool
+	bauds *[]int
+}
+
+func (p failFirstWrite) Write(b []byte) (int, error) {
+	if p.fail.CompareAndSwap(true, false) {
+		p.fakePort.Close()
+		return 0, errors.New("connection reset by peer")
+	}
+	p.d.mu.Lock()
+	*p.bauds = append(*p.bauds, p.d.settings.BaudRate)
+	p.d.mu.Unlock()
+	return p.fakePort.Write(b)
+}
+
+// Data carried over to the next connection goes out at the program's
+// speed, not at the one the remote starts the connection with.
+func TestBridgeCarriedDataAfterSettings(t *testing.T) {
+	var fail atomic.Bool
+	var bauds []int
+	d := newDevice(dev9600)
+	d.wrap = func(fp *fakePort) serialdev.Port { return failFirstWrite{fp, &fail, &bauds} }
+	p := startBridge(t, d, BridgeConfig{})
+	prog := openProgram(t, p.SlavePath())
+	setBaud(t, prog, 115200)
+	d.wait(t, "115200", time.Second, func() bool { return d.settings.BaudRate == 115200 })
+	fail.Store(true)
+	if _, err := prog.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	d.wait(t, "the data, after a reconnect", 5*time.Second, func() bool { return len(d.got) >= 5 })
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.dials < 2 || len(bauds) == 0 || bauds[0] != 115200 {
+		t.Errorf("after %d dials the carried data went out at %v baud, want 115200", d.dials, bauds)
+	}
+}
+
+// The remote's settings, shown on the pty when attach first connects, do
+// not overwrite what a quick program set before its change was reported.
+func TestPtySetSettingsLeavesProgramsChange(t *testing.T) {
+	p := openPty(t, "")
+	prog := openProgram(t, p.SlavePath())
+	setBaud(t, prog, 57600)
+	if err := p.SetSettings(dev9600); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := p.Settings(); err != nil || s.BaudRate != 57600 {
+		t.Fatalf("pty at %v (%v) after SetSettings, want the program's 57600", s, err)
+	}
 }

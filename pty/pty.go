@@ -364,13 +364,17 @@ func (p *Pty) Settings() (serialdev.Settings, error) {
 
 // SetSettings changes the pty's settings as a program's tcsetattr would
 // (used to show the program the remote port's settings). The change is not
-// reported back through Changes.
+// reported back through Changes. Settings a program set that are not yet
+// reported win: they are left as they are.
 func (p *Pty) SetSettings(s serialdev.Settings) error {
 	if err := s.Validate(); err != nil {
 		return fmt.Errorf("pty: %w", err)
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if cur, err := readSettings(p.master); err == nil && cur != p.last {
+		return nil
+	}
 	if err := writeSettings(p.master, s); err != nil {
 		return fmt.Errorf("pty: setting %v on %s: %w", s, p.slavePath, err)
 	}
