@@ -252,9 +252,20 @@ func (b *bridge) session(ctx context.Context, port serialdev.Port) error {
 	b.v.SetWriteDeadline(past)
 	port.Close()
 	wg.Wait()
+	if u, ok := port.(unreader); ok {
+		// What the remote sent and the program has not taken yet: it
+		// goes to the program first over the next connection.
+		b.in = append(b.in, u.Unread()...)
+	}
 	b.v.SetReadDeadline(time.Time{})
 	b.v.SetWriteDeadline(time.Time{})
 	return firstErr
+}
+
+// unreader is a port that keeps what it received until it is read (the
+// RFC 2217 client): after Close, Unread hands over the rest.
+type unreader interface {
+	Unread() []byte
 }
 
 // learnRemote reads the remote's settings at the first connect, keeps its

@@ -151,6 +151,21 @@ func (p *fakePort) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
+// Unread hands over what came in and was not read, as the RFC 2217
+// client does.
+func (p *fakePort) Unread() []byte {
+	b := p.rest
+	for {
+		select {
+		case c := <-p.inbox:
+			b = append(b, c...)
+		default:
+			p.rest = nil
+			return b
+		}
+	}
+}
+
 func (p *fakePort) Close() error                      { p.once.Do(func() { close(p.done) }); return nil }
 func (p *fakePort) SetReadDeadline(time.Time) error   { return nil }
 func (p *fakePort) SetWriteDeadline(time.Time) error  { return nil }
@@ -761,5 +776,32 @@ func TestPtySetSettingsLeavesProgramsChange(t *testing.T) {
 	}
 	if s, err := p.Settings(); err != nil || s.BaudRate != 57600 {
 		t.Fatalf("pty at %v (%v) after SetSettings, want the program's 57600", s, err)
+	}
+}
+
+// The connection ends while the program is behind with its reading (and
+// writes, so the bridge notices): what the port had received and not yet
+// passed on reaches the program after the reconnect, in order.
+func TestBridgeUnreadCarriesOver(t *testing.T) {
+	d := newDevice(dev9600)
+	p := startBridge(t, d, BridgeConfig{})
+	prog := openProgram(t, p.SlavePath())
+	want := make([]byte, 512<<10)
+	randomBytes(want, 7)
+	for b := want; len(b) > 0; b = b[4096:] {
+		d.send(b[:4096])
+	}
+	time.Sleep(50 * time.Millisecond) // the pty fills; the rest waits in the port
+	d.kill()
+	if _, err := prog.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	d.wait(t, "the program's byte after a reconnect", 5*time.Second, func() bool { return string(d.got) == "x" })
+	if got := readFull(t, prog, len(want)); !bytes.Equal(got, want) {
+		i := 0
+		for i < len(got) && got[i] == want[i] {
+			i++
+		}
+		t.Fatalf("the program got other data (first difference at %d of %d)", i, len(want))
 	}
 }

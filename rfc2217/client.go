@@ -1,6 +1,7 @@
 package rfc2217
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -959,6 +960,18 @@ func wake(ch chan struct{}) {
 	case ch <- struct{}{}:
 	default:
 	}
+}
+
+// Unread returns the data received that no Read or WriteTo has taken, and
+// forgets it. After Close it is what a caller keeps for later: attach
+// gives it to the program after reconnecting, so that nothing the server
+// sent is lost when the connection ends while the program is behind.
+func (c *Client) Unread() []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	b := bytes.Clone(c.rx[c.rxOff:])
+	c.rx, c.rxOff = c.rx[:0], 0
+	return b
 }
 
 // Read returns what the server sent, as soon as anything is buffered.

@@ -1623,3 +1623,25 @@ func TestCutData(t *testing.T) {
 		})
 	}
 }
+
+// What came in and was not read is handed over by Unread, once.
+func TestClientUnread(t *testing.T) {
+	s, c := dialFake(t, "pipe", serverPolicy{})
+	s.sendData([]byte("abc\xffdef"))
+	waitUntil(t, time.Second, "data in", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return len(c.rx)-c.rxOff == 7
+	})
+	b := make([]byte, 2)
+	if n, err := c.Read(b); n != 2 || err != nil {
+		t.Fatalf("Read = %d, %v", n, err)
+	}
+	c.Close()
+	if got := string(c.Unread()); got != "c\xffdef" {
+		t.Errorf("Unread = %q, want %q", got, "c\xffdef")
+	}
+	if got := c.Unread(); len(got) != 0 {
+		t.Errorf("second Unread = %q", got)
+	}
+}
