@@ -332,8 +332,11 @@ func (b *bridge) down(port serialdev.Port) error {
 	if len(b.in) > 0 {
 		n, err := b.v.Write(b.in)
 		b.in = b.in[n:]
-		if err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
 			return nil // session ending: the rest waits for the next one
+		}
+		if err != nil {
+			return fmt.Errorf("%w: writing: %w", errVirtualGone, err)
 		}
 	}
 	sink := &toProgram{b: b}
