@@ -249,7 +249,10 @@ func startBridge(t *testing.T, d *device, cfg BridgeConfig) *Pty {
 			t.Error("Bridge did not return after cancel")
 		}
 	})
-	d.wait(t, "connect", 2*time.Second, func() bool { return d.cur != nil })
+	// Connected, and done showing the remote's settings on the pty (the
+	// first SetSettings comes after): a program setting its own in that
+	// very moment could have them overwritten, which no test here is about.
+	d.wait(t, "connect", 2*time.Second, func() bool { return d.cur != nil && len(d.bytesAt) > 0 })
 	return p
 }
 
