@@ -1310,3 +1310,56 @@ func TestServerTelnetBreak(t *testing.T) {
 		t.Errorf("breaks %d (%v), want 1", st.Breaks, err)
 	}
 }
+
+// onlyConn is the server's one connection.
+func onlyConn(t *testing.T, ts *testServer) *srvConn {
+	t.Helper()
+	ts.Server.mu.Lock()
+	defer ts.Server.mu.Unlock()
+	if len(ts.Server.conns) != 1 {
+		t.Fatalf("%d connections, want 1", len(ts.Server.conns))
+	}
+	for c := range ts.Server.conns {
+		return c
+	}
+	return nil
+}
+
+// An answer that comes while the device reader's write to the client has
+// stopped short goes after the rest of that write, which may begin with
+// the second half of an escaped 0xFF. Before, it went between them, and
+// the client read the answer as data.
+func TestServerAnswerAfterDirectRest(t *testing.T) {
+	for trial := range 6 {
+		ts := startServer(t, "tcp", Telnet, Config{ClientBuffer: 64 << 20})
+		c := opened(t, ts)
+		sc := onlyConn(t, ts)
+		c.pause.Lock()
+		// One or two plain bytes first: the write stops inside an escape
+		// whatever the parity of the socket's room.
+		chunk := append(bytes.Repeat([]byte{'A'}, 1+trial%2), bytes.Repeat([]byte{IAC}, 4000)...)
+		split := false
+		sc.afterTryWrite = func() { // the device is silent: only this goroutine sends
+			split = true
+			sc.sendCommand(&SetBaudRate{Baud: 9600})
+		}
+		sent := 0
+		for !split && sent < 32<<20 {
+			sc.sendData(chunk) // as the device reader does
+			sent += len(chunk)
+		}
+		c.pause.Unlock()
+		if !split {
+			t.Fatal("the socket never filled")
+		}
+		c.waitFor(waitLong, "all the data", func() bool { return len(c.data) >= sent })
+		c.expect(&SetBaudRate{Baud: 9600})
+		c.mu.Lock()
+		got := c.data
+		c.mu.Unlock()
+		if want := bytes.Repeat(chunk, sent/len(chunk)); !bytes.Equal(got, want) {
+			i := firstDiff(got, want)
+			t.Fatalf("trial %d: data differs at %d of %d: %x", trial, i, len(want), got[i:min(len(got), i+12)])
+		}
+	}
+}

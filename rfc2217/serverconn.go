@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -66,6 +65,7 @@ type srvConn struct {
 	mu       sync.Mutex
 	wake     sync.Cond // the writer waits for something to send
 	room     sync.Cond // the device reader waits for room (one client at a time)
+	head     []byte    // the rest of a direct write: before anything else, or an escape it split would swallow what follows
 	ctrl     []byte    // encoded answers and notifications
 	data     []byte    // encoded device data
 	spare    [2][]byte // buffers the writer gave back
@@ -73,6 +73,9 @@ type srvConn struct {
 	busy     bool      // a write to nc is in progress (the writer's or sendDirect's)
 	scratch  []byte    // device data encoded for sendDirect; the device reader's, under busy
 	suspend  bool      // FLOWCONTROL-SUSPEND in force
+	// afterTryWrite, for tests, runs when sendDirect's write stopped
+	// short, before the rest is queued: where answers may come in.
+	afterTryWrite func()
 	shutting bool
 	flush    bool  // send what is queued before closing
 	err      error // why the connection ends, the first reason given
@@ -199,8 +202,8 @@ func (c *srvConn) shut(reason error, flush bool) {
 	}
 }
 
-// writer sends the queues to the client: control first, then data, in as
-// few writes as there are batches.
+// writer sends the queues to the client: the rest of a direct write, then
+// control, then data, in as few writes as there are batches.
 func (c *srvConn) writer() {
 	defer close(c.writerDone)
 	defer c.nc.Close()
@@ -210,22 +213,24 @@ func (c *srvConn) writer() {
 		// FLOWCONTROL-SUSPEND holds the data only: answers still go, or
 		// a client that suspends and then changes a setting would wait
 		// for its answer until it resumes.
-		// A sendDirect in progress goes first, even when shutting: its
-		// remainder is queued after it, and bytes keep their order.
-		for c.busy || !c.shutting && len(c.ctrl) == 0 && (c.suspend || len(c.data) == 0) {
+		// A sendDirect in progress goes first, even when shutting, and
+		// then its remainder (head), even under SUSPEND: bytes keep their
+		// order, and an escape it split is completed first.
+		for c.busy || !c.shutting && len(c.head)+len(c.ctrl) == 0 && (c.suspend || len(c.data) == 0) {
 			c.wake.Wait()
 		}
-		if c.shutting && (!c.flush || len(c.ctrl)+len(c.data) == 0) {
+		if c.shutting && (!c.flush || len(c.head)+len(c.ctrl)+len(c.data) == 0) {
 			c.mu.Unlock()
 			return
 		}
-		ctrl, data := c.ctrl, []byte(nil)
+		head, ctrl, data := c.head, c.ctrl, []byte(nil)
+		c.head = nil
 		c.ctrl, c.spare[0] = c.spare[0][:0], nil
 		if !c.suspend || c.shutting {
 			data = c.data
 			c.data, c.spare[1] = c.spare[1][:0], nil
 		}
-		c.inflight = len(data)
+		c.inflight = len(head) + len(data)
 		c.busy = true
 		flushing := c.shutting
 		c.mu.Unlock()
@@ -235,19 +240,19 @@ func (c *srvConn) writer() {
 		}
 		var err error
 		switch {
-		case len(ctrl) == 0:
+		case len(head)+len(ctrl) == 0:
 			_, err = c.sock.Write(data)
-		case len(data) == 0:
+		case len(head)+len(data) == 0:
 			_, err = c.sock.Write(ctrl)
 		default:
-			bufs = append(bufs[:0], ctrl, data)
+			bufs = append(bufs[:0], head, ctrl, data)
 			_, err = bufs.WriteTo(c.nc)
 		}
 
 		c.mu.Lock()
 		c.inflight, c.busy = 0, false
 		if err == nil {
-			c.sent += int64(len(ctrl) + len(data))
+			c.sent += int64(len(head) + len(ctrl) + len(data))
 		}
 		if cap(ctrl) <= keepBuffer {
 			c.spare[0] = ctrl[:0]
@@ -272,10 +277,10 @@ func (c *srvConn) sendData(p []byte) {
 	limit := c.s.cfg.ClientBuffer
 	c.mu.Lock()
 	if c.s.cfg.Policy != Shared {
-		for !c.shutting && len(c.data)+c.inflight >= limit {
+		for !c.shutting && len(c.head)+len(c.data)+c.inflight >= limit {
 			c.room.Wait()
 		}
-	} else if queued := len(c.data) + c.inflight; !c.shutting && queued > 0 && queued+len(p) > limit {
+	} else if queued := len(c.head) + len(c.data) + c.inflight; !c.shutting && queued > 0 && queued+len(p) > limit {
 		// (An empty queue takes any one read, however small the limit.)
 		sent := c.sent
 		c.mu.Unlock()
@@ -288,7 +293,7 @@ func (c *srvConn) sendData(p []byte) {
 		return
 	}
 	c.fromDev += int64(len(p))
-	if c.sock.Nonblocking() && !c.busy && !c.suspend && len(c.data) == 0 && len(c.ctrl) == 0 {
+	if c.sock.Nonblocking() && !c.busy && !c.suspend && len(c.head)+len(c.data)+len(c.ctrl) == 0 {
 		c.sendDirect(p)
 		return
 	}
@@ -305,7 +310,8 @@ func (c *srvConn) sendData(p []byte) {
 // socket takes without waiting; the rest is queued for the writer. c.mu is
 // held on entry and released on return. While it writes, busy holds the
 // writer back, and what comes meanwhile (answers, a suspend) is queued and
-// sent after it: the write never blocks, so they wait for no client.
+// sent after it, the rest of the write included: the write never blocks,
+// so they wait for no client.
 func (c *srvConn) sendDirect(p []byte) {
 	out := p
 	if c.mode != Raw {
@@ -316,15 +322,19 @@ func (c *srvConn) sendDirect(p []byte) {
 	c.mu.Unlock()
 
 	n := c.sock.TryWrite(out)
+	if n < len(out) && c.afterTryWrite != nil {
+		c.afterTryWrite()
+	}
 
 	c.mu.Lock()
 	c.busy, c.inflight = false, 0
 	c.sent += int64(n)
 	if rest := out[n:]; len(rest) > 0 {
-		// Only tell can have queued data meanwhile; it goes after.
-		c.data = slices.Insert(c.data, 0, rest...)
+		// Ahead of what was queued meanwhile (answers, tell's line):
+		// the write may have stopped inside an escape.
+		c.head = append([]byte(nil), rest...)
 	}
-	if len(c.ctrl) > 0 || len(c.data) > 0 || c.shutting {
+	if len(c.head)+len(c.ctrl)+len(c.data) > 0 || c.shutting {
 		c.wake.Signal()
 	}
 	if cap(c.scratch) > keepBuffer {
