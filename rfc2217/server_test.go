@@ -1363,3 +1363,29 @@ func TestServerAnswerAfterDirectRest(t *testing.T) {
 		}
 	}
 }
+
+// PURGE-DATA (receive) also drops the device data the device reader holds
+// while the client's queue is full, not only the queue.
+func TestServerPurgeDropsHeldRead(t *testing.T) {
+	ts := startServer(t, "tcp", Telnet, Config{ClientBuffer: 4096})
+	c := opened(t, ts)
+	sc := onlyConn(t, ts)
+	c.send(&FlowControlSuspend{})
+	waitUntil(t, waitLong, "suspended", func() bool { sc.mu.Lock(); defer sc.mu.Unlock(); return sc.suspend })
+	port := ts.port()
+	port.Write(bytes.Repeat([]byte{'x'}, 4096)) // fills the queue
+	waitUntil(t, waitLong, "queue full", func() bool { sc.mu.Lock(); defer sc.mu.Unlock(); return len(sc.data) >= 4096 })
+	port.Write(bytes.Repeat([]byte{'y'}, 100)) // read and held: no room
+	time.Sleep(50 * time.Millisecond)          // (if not read yet, the purge takes it anyway)
+	c.send(&PurgeData{Which: PurgeRx})
+	c.expect(&PurgeData{Which: PurgeRx})
+	c.send(&FlowControlResume{})
+	c.write([]byte("M")) // echoed by the loopback after the purge
+	c.waitFor(waitLong, "the echo", func() bool { return bytes.Contains(c.data, []byte("M")) })
+	c.mu.Lock()
+	got := string(c.data)
+	c.mu.Unlock()
+	if got != "M" {
+		t.Errorf("after the purge the client got %d bytes: %.20q, want only the echo", len(got), got)
+	}
+}

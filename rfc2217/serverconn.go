@@ -73,20 +73,21 @@ type srvConn struct {
 	busy     bool      // a write to nc is in progress (the writer's or sendDirect's)
 	scratch  []byte    // device data encoded for sendDirect; the device reader's, under busy
 	suspend  bool      // FLOWCONTROL-SUSPEND in force
+	purges   int       // PURGE-DATA receive requests: data read before one is not sent
 	// afterTryWrite, for tests, runs when sendDirect's write stopped
 	// short, before the rest is queued: where answers may come in.
 	afterTryWrite func()
-	shutting bool
-	flush    bool  // send what is queued before closing
-	err      error // why the connection ends, the first reason given
-	binary   bool  // our BINARY side: data goes out without CR NUL
-	comport  bool  // COM-PORT-OPTION agreed: notifications are sent
-	modemMsk byte
-	lineMsk  byte
-	lines    byte  // modem line bits last notified
-	fromDev  int64 // device bytes queued for the client
-	toDev    int64 // client bytes written to the device
-	sent     int64 // bytes written to the client
+	shutting      bool
+	flush         bool  // send what is queued before closing
+	err           error // why the connection ends, the first reason given
+	binary        bool  // our BINARY side: data goes out without CR NUL
+	comport       bool  // COM-PORT-OPTION agreed: notifications are sent
+	modemMsk      byte
+	lineMsk       byte
+	lines         byte  // modem line bits last notified
+	fromDev       int64 // device bytes queued for the client
+	toDev         int64 // client bytes written to the device
+	sent          int64 // bytes written to the client
 }
 
 func newSrvConn(s *Server, nc net.Conn, mode Mode) *srvConn {
@@ -277,8 +278,15 @@ func (c *srvConn) sendData(p []byte) {
 	limit := c.s.cfg.ClientBuffer
 	c.mu.Lock()
 	if c.s.cfg.Policy != Shared {
+		purges := c.purges
 		for !c.shutting && len(c.head)+len(c.data)+c.inflight >= limit {
 			c.room.Wait()
+		}
+		if c.purges != purges {
+			// Read from the device before the client purged its
+			// receive buffer, which this is part of.
+			c.mu.Unlock()
+			return
 		}
 	} else if queued := len(c.head) + len(c.data) + c.inflight; !c.shutting && queued > 0 && queued+len(p) > limit {
 		// (An empty queue takes any one read, however small the limit.)
@@ -569,6 +577,7 @@ func (c *srvConn) command(cmd Command) {
 			// receive buffer too.
 			c.mu.Lock()
 			c.data = c.data[:0]
+			c.purges++
 			c.mu.Unlock()
 		}
 		c.sendCommand(v)
