@@ -89,10 +89,20 @@ var (
 	// ErrPortBusy is the reason a connection is refused under Exclusive.
 	ErrPortBusy = errors.New("port busy")
 
-	errKicked     = errors.New("taken over by a newer client")
-	errDeviceGone = errors.New("device gone")
-	errTooSlow    = errors.New("client too slow")
-	errEnded      = errors.New("connection ended")
+	errKicked      = errors.New("taken over by a newer client")
+	errDeviceGone  = errors.New("device gone")
+	errTooSlow     = errors.New("client too slow")
+	errEnded       = errors.New("connection ended")
+	errGoneWaiting = errors.New("client closed the connection while its data waited for the device")
+)
+
+// peerState is what the kernel knows of a client that is not being read.
+type peerState int
+
+const (
+	peerOpen       peerState = iota
+	peerHalfClosed           // it sent FIN: done sending, or gone
+	peerGone                 // it reset the connection
 )
 
 const (

@@ -1389,3 +1389,53 @@ func TestServerPurgeDropsHeldRead(t *testing.T) {
 		t.Errorf("after the purge the client got %d bytes: %.20q, want only the echo", len(got), got)
 	}
 }
+
+// A client that goes away while the device does not take its data (flow
+// control holding it back) does not keep the port taken: the next client
+// gets it.
+func TestServerGoneWhileDeviceStuck(t *testing.T) {
+	dev := newStuckPort()
+	var opens atomic.Int32
+	ts := startServer(t, "tcp", Telnet, Config{Policy: Exclusive, Open: func(context.Context) (serialdev.Port, error) {
+		if opens.Add(1) == 1 {
+			return dev, nil
+		}
+		return serialdev.NewLoop(), nil
+	}})
+	a := opened(t, ts)
+	a.write([]byte("ATZ\r"))
+	<-dev.entered
+	a.conn.Close() // the user gives up
+	waitUntil(t, 4*stuckCheck, "the gone client's session to end", func() bool {
+		ts.Server.mu.Lock()
+		defer ts.Server.mu.Unlock()
+		return len(ts.Server.conns) == 0
+	})
+	b := opened(t, ts)
+	b.write([]byte("x"))
+	b.waitFor(waitLong, "the new client's echo", func() bool { return bytes.Contains(b.data, []byte("x")) })
+	if !strings.Contains(ts.logs.String(), "client gone while its data waits for the device") {
+		t.Errorf("not logged; server log:\n%s", ts.logs)
+	}
+}
+
+// A client that only shut its sending side (nc -N) while its data waits
+// for the device is not taken for gone: it gets the device's answer.
+func TestServerHalfClosedWhileDeviceStuck(t *testing.T) {
+	dev := newStuckPort()
+	ts := startServer(t, "tcp", Telnet, Config{Policy: Exclusive, Open: func(context.Context) (serialdev.Port, error) {
+		return dev, nil
+	}})
+	a := opened(t, ts)
+	a.write([]byte("ATZ\r"))
+	<-dev.entered
+	if err := a.conn.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * stuckCheck)
+	dev.stuck.Store(false)
+	a.waitFor(waitLong, "the echo", func() bool { return bytes.Contains(a.data, []byte("ATZ\r")) })
+	if strings.Contains(ts.logs.String(), "client gone") {
+		t.Errorf("a half-closed client taken for gone; server log:\n%s", ts.logs)
+	}
+}

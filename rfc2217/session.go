@@ -36,8 +36,10 @@ type portSession struct {
 	closeOnce sync.Once
 	wg        sync.WaitGroup
 
-	wmu    sync.Mutex              // one client's write to the device at a time
-	writer atomic.Pointer[srvConn] // the client writing now, for interrupt
+	wmu        sync.Mutex              // one client's write to the device at a time
+	writer     atomic.Pointer[srvConn] // the client writing now, for interrupt
+	writeSince atomic.Int64            // when that write began (UnixNano), 0 when none
+	stopped    chan struct{}           // closed by close
 
 	// ctl serializes the control commands: settings are read, changed and
 	// written back as a whole. dtr, rts and brk are the output states last
@@ -52,10 +54,11 @@ type portSession struct {
 
 func newPortSession(s *Server, prev *portSession) *portSession {
 	return &portSession{
-		s:     s,
-		prev:  prev,
-		ready: make(chan struct{}),
-		done:  make(chan struct{}),
+		s:       s,
+		prev:    prev,
+		ready:   make(chan struct{}),
+		done:    make(chan struct{}),
+		stopped: make(chan struct{}),
 	}
 }
 
@@ -123,9 +126,50 @@ func (ps *portSession) restart() {
 // start runs the device loops; s.mu is held, so that close cannot run
 // before the loops are counted.
 func (ps *portSession) start() {
-	ps.wg.Add(2)
+	ps.wg.Add(3)
 	go ps.readDevice()
 	go ps.watchStatus()
+	go ps.watchWriter()
+}
+
+// stuckCheck is how often a device write that does not finish (flow
+// control holding it back) has its client looked at.
+const stuckCheck = time.Second
+
+// watchWriter ends the connection of a client that went away while its
+// data waits for the device: its socket is read by nobody meanwhile, and
+// the port would stay taken, by a client that is no more, until the device
+// takes the data.
+func (ps *portSession) watchWriter() {
+	defer ps.wg.Done()
+	t := time.NewTicker(stuckCheck)
+	defer t.Stop()
+	for {
+		select {
+		case <-ps.stopped:
+			return
+		case <-t.C:
+		}
+		since, c := ps.writeSince.Load(), ps.writer.Load()
+		if since == 0 || c == nil || time.Since(time.Unix(0, since)) < stuckCheck {
+			continue
+		}
+		switch peerStateOf(c.nc) {
+		case peerGone:
+			c.log.Info("client gone while its data waits for the device; ending its session")
+			c.shut(errGoneWaiting, false)
+		case peerHalfClosed:
+			// Done sending and perhaps waiting for the answer (nc -N), or
+			// gone: a gone peer answers a telnet NOP with a reset. Raw
+			// has no such thing; its client waits for the device.
+			if c.mode == Telnet {
+				c.mu.Lock()
+				c.queueCtrlLocked(func(b []byte) []byte { return append(b, IAC, NOP) })
+				c.wake.Signal()
+				c.mu.Unlock()
+			}
+		}
+	}
 }
 
 // close closes the device; done is closed once the loops have ended. It
@@ -133,6 +177,7 @@ func (ps *portSession) start() {
 func (ps *portSession) close() {
 	ps.closeOnce.Do(func() {
 		ps.closing.Store(true)
+		close(ps.stopped)
 		if ps.port == nil {
 			close(ps.done)
 			return
@@ -268,7 +313,11 @@ func (ps *portSession) write(c *srvConn, p []byte) error {
 	ps.wmu.Lock()
 	defer ps.wmu.Unlock()
 	ps.writer.Store(c)
-	defer ps.writer.Store(nil)
+	ps.writeSince.Store(time.Now().UnixNano())
+	defer func() {
+		ps.writeSince.Store(0)
+		ps.writer.Store(nil)
+	}()
 	for {
 		// Checked after writer is set: an interrupt that comes before
 		// finds c ended here, one that comes after cuts the Write short.
