@@ -1,35 +1,16 @@
 package rfc2217
 
-import (
-	"net"
-	"syscall"
+import "golang.org/x/sys/unix"
 
-	"golang.org/x/sys/unix"
-)
-
-// peerStateOf tells, without reading from nc, whether its client is still
-// there: whatever it sent may wait there unread. The kernel's TCP state
-// tells: the client's FIN (it closed, or only shut its sending side) or
-// its reset.
-func peerStateOf(nc net.Conn) peerState {
-	sc, ok := nc.(syscall.Conn)
-	if !ok {
+// socketPeerState reads the kernel's TCP state: the client's FIN (it
+// closed, or only shut its sending side) or its reset.
+func socketPeerState(fd int) peerState {
+	info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+	switch {
+	case err != nil || info.State == unix.BPF_TCP_ESTABLISHED:
 		return peerOpen
+	case info.State == unix.BPF_TCP_CLOSE_WAIT:
+		return peerHalfClosed
 	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return peerOpen
-	}
-	st := peerOpen
-	rc.Control(func(fd uintptr) {
-		info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
-		switch {
-		case err != nil || info.State == unix.BPF_TCP_ESTABLISHED:
-		case info.State == unix.BPF_TCP_CLOSE_WAIT:
-			st = peerHalfClosed
-		default:
-			st = peerGone
-		}
-	})
-	return st
+	return peerGone
 }
