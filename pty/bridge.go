@@ -540,6 +540,10 @@ type Port interface {
 }
 
 // OpenVirtual opens the local end for `sertun attach`: on Linux and macOS a
-// pty with a symlink at name (Open); on Windows the hidden end of the
+// pty with a symlink at name (Open), showing initial (the remote port's
+// settings; nil for none) from before the link exists, so that a program
+// never sees them replace its own; on Windows the hidden end of the
 // com0com pair named name (CNCB0), whose other end the program opens.
-func OpenVirtual(name string) (Port, error) { return openVirtual(name) }
+func OpenVirtual(name string, initial *serialdev.Settings) (Port, error) {
+	return openVirtual(name, initial)
+}

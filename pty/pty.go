@@ -100,6 +100,7 @@ type Pty struct {
 
 	mu      sync.Mutex
 	last    serialdev.Settings
+	shown   *serialdev.Settings // what SetSettings last showed, while the pty still holds it
 	pending Changes
 	opens   int  // programs that have the slave open
 	counted bool // opens is known (inotify works)
@@ -113,7 +114,11 @@ type Pty struct {
 // to its slave. A stale symlink at link (one whose target is gone, or that
 // already points at the new slave) is replaced; anything else is refused
 // with ErrLinkExists. Close removes the link.
-func Open(link string) (*Pty, error) {
+func Open(link string) (*Pty, error) { return open(link, nil) }
+
+// open is Open, with initial (if not nil) shown on the pty before the link
+// exists: no program can have set anything yet.
+func open(link string, initial *serialdev.Settings) (*Pty, error) {
 	master, slave, slavePath, err := openPTY()
 	if err != nil {
 		return nil, err
@@ -129,6 +134,12 @@ func Open(link string) (*Pty, error) {
 	if err := p.setup(); err != nil {
 		p.closeFiles()
 		return nil, err
+	}
+	if initial != nil {
+		if err := p.SetSettings(*initial); err != nil {
+			p.closeFiles()
+			return nil, err
+		}
 	}
 	if link != "" {
 		if err := makeLink(link, slavePath); err != nil {
@@ -329,7 +340,7 @@ func (p *Pty) settle() {
 		p.deferCopy = nil
 		p.mu.Lock()
 		if *c != p.last {
-			p.last = *c
+			p.last, p.shown = *c, nil
 			p.post(Changes{Settings: true})
 		}
 		p.mu.Unlock()
@@ -372,7 +383,10 @@ func (p *Pty) SetSettings(s serialdev.Settings) error {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if cur, err := readSettings(p.master); err == nil && cur != p.last {
+	if cur, err := readSettings(p.master); err == nil && (cur != p.last || p.shown != nil && *p.shown == s) {
+		// A program's change not reported yet, or s shown already and
+		// nothing changed since: writing could only undo a program's
+		// change made this very moment.
 		return nil
 	}
 	if err := writeSettings(p.master, s); err != nil {
@@ -381,6 +395,7 @@ func (p *Pty) SetSettings(s serialdev.Settings) error {
 	if now, err := readSettings(p.master); err == nil {
 		p.last = now
 	}
+	p.shown = &s
 	return nil
 }
 
@@ -438,7 +453,7 @@ func (p *Pty) refresh() {
 	if err != nil || s == p.last {
 		return
 	}
-	p.last = s
+	p.last, p.shown = s, nil
 	p.post(Changes{Settings: true})
 }
 

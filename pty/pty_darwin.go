@@ -164,4 +164,6 @@ func (p *Pty) watchOpens() error { return ErrUnsupported }
 // ptyKeepsFormat: a BSD pty keeps the data bits and parity a program sets.
 const ptyKeepsFormat = true
 
-func openVirtual(name string) (Port, error) { return Open(name) }
+func openVirtual(name string, initial *serialdev.Settings) (Port, error) {
+	return open(name, initial)
+}

@@ -202,4 +202,6 @@ func (p *Pty) readOpens(f *os.File) {
 // ptyKeepsFormat: a Linux pty forces CS8 and clears PARENB.
 const ptyKeepsFormat = false
 
-func openVirtual(name string) (Port, error) { return Open(name) }
+func openVirtual(name string, initial *serialdev.Settings) (Port, error) {
+	return open(name, initial)
+}

@@ -448,6 +448,33 @@ func TestSetSettings(t *testing.T) {
 	}
 }
 
+// OpenVirtual shows the remote's settings before the link exists, and
+// showing them again (the bridge does at its first connect) leaves alone
+// what a program set meanwhile.
+func TestOpenVirtualShowsInitial(t *testing.T) {
+	link := filepath.Join(t.TempDir(), "ttyV")
+	initial := serialdev.Settings{BaudRate: 115200, DataBits: 8, StopBits: serialdev.Stop2}
+	v, err := OpenVirtual(link, &initial)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	p := v.(*Pty)
+	prog := openProgram(t, link)
+	var tio *unix.Termios
+	control(prog, func(fd int) (err error) { tio, err = unix.IoctlGetTermios(fd, unix.TCGETS2); return })
+	if got := serialdev.TermiosSettings(tio); got != initial {
+		t.Fatalf("program sees %v at its open, want %v", got, initial)
+	}
+	setBaud(t, prog, 9600)
+	if err := p.SetSettings(initial); err != nil {
+		t.Fatal(err)
+	}
+	if s, _ := p.Settings(); s.BaudRate != 9600 {
+		t.Fatalf("the program's 9600 replaced by %v", s)
+	}
+}
+
 // Where packet mode is unavailable the settings are polled.
 func TestSettingsPolling(t *testing.T) {
 	p := openPty(t, "")

@@ -22,6 +22,8 @@ func (p *Pty) watchOpens() error                        { return ErrUnsupported 
 
 const ptyKeepsFormat = true
 
-func openVirtual(name string) (Port, error) { return Open(name) }
+func openVirtual(name string, initial *serialdev.Settings) (Port, error) {
+	return open(name, initial)
+}
 
 func readRaw(syscall.RawConn, []byte, func() bool) (int, error) { return 0, ErrUnsupported }

@@ -24,6 +24,8 @@ func (p *Pty) watchOpens() error                        { return ErrUnsupported 
 
 const ptyKeepsFormat = true
 
-func openVirtual(name string) (Port, error) { return openCom0com(name) }
+// openVirtual: the program's end of a com0com pair has its own settings,
+// which the program sets; initial is not shown there.
+func openVirtual(name string, _ *serialdev.Settings) (Port, error) { return openCom0com(name) }
 
 func readRaw(syscall.RawConn, []byte, func() bool) (int, error) { return 0, ErrUnsupported }

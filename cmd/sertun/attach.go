@@ -143,13 +143,17 @@ func runAttach(c *cli.Context) error {
 		}
 		return err
 	}
-	v, err := pty.OpenVirtual(setup.link)
+	s, _ := first.Settings()
+	var initial *serialdev.Settings
+	if s.Validate() == nil {
+		initial = &s
+	}
+	v, err := pty.OpenVirtual(setup.link, initial)
 	if err != nil {
 		first.Close()
 		return err
 	}
 	defer v.Close()
-	s, _ := first.Settings()
 	log.Info(fmt.Sprintf("attached %s to rfc2217://%s", v, setup.addr),
 		"settings", s.String(), "dtr", setup.bridge.DTR, "rts", setup.bridge.RTS)
 	err = pty.Bridge(c.Context, v, first, dial, setup.bridge)
