@@ -882,10 +882,11 @@ func isTimeout(err error) bool {
 func (s *Session) nextFrame(now time.Time) (f *frame, wait time.Duration, line Line) {
 	wait = time.Hour
 	line = s.line
-	if line == nil || s.closed {
+	if s.closed {
 		return nil, wait, nil
 	}
-	// Timers that change the state.
+	// Timers that change the state. They run while the device is out too
+	// (an unplugged adapter): --max-outage counts then as well.
 	if s.state == stateUp && now.Sub(s.lastRecv) > s.deadAfter {
 		s.setState(stateDown, now, "link down: nothing from the far side; streams wait", "silent_for", now.Sub(s.lastRecv).Round(time.Millisecond))
 	}
@@ -900,6 +901,9 @@ func (s *Session) nextFrame(now time.Time) (f *frame, wait time.Duration, line L
 			s.localID = newID()
 			s.resetLocked(ErrOutage, true, young)
 			s.since = now
+		}
+		if line == nil {
+			return nil, time.Second, nil
 		}
 		// Probe with HELLO: faster while connecting, and at once when
 		// asked.
@@ -916,6 +920,11 @@ func (s *Session) nextFrame(now time.Time) (f *frame, wait time.Duration, line L
 			next = 50*time.Millisecond - gap
 		}
 		return nil, min(next, time.Second), line
+	}
+	if line == nil {
+		// Up, with the device out: the link goes down once the far
+		// side has been silent for deadAfter.
+		return nil, max(s.deadAfter-now.Sub(s.lastRecv), time.Millisecond), nil
 	}
 	if s.helloDue && now.Sub(s.lastHello) >= 50*time.Millisecond {
 		return s.helloFrame(now), 0, line

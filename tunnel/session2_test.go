@@ -433,3 +433,56 @@ func TestPayloadCleanRun(t *testing.T) {
 		}
 	}
 }
+
+// An adapter unplugged for good (the device cannot be opened again) ends
+// the streams after --max-outage, as a cable that is out does.
+func TestSessionDeviceGoneMaxOutage(t *testing.T) {
+	c := newMemCable(linkParams{}, linkParams{})
+	t.Cleanup(c.Close)
+	p := &pair{cable: c}
+	var mu sync.Mutex
+	var current *memLine
+	unplugged := false
+	a, err := NewSession(Config{
+		Baud: 4_000_000, MaxOutage: time.Second, Logger: testLogger(t),
+		Open: func(context.Context) (Line, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			if unplugged {
+				return nil, errors.New("no such device")
+			}
+			current = c.attach(0)
+			return current, nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	p.a = a
+	p.b = p.session(t, 1, Config{MaxOutage: time.Second, Permit: []string{"echo:7"}})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	go echo(ctx, p.b)
+	st, err := a.OpenStream(ctx, "echo:7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	unplugged = true
+	current.fail(io.ErrUnexpectedEOF)
+	mu.Unlock()
+	done := make(chan error, 1)
+	go func() { _, err := io.Copy(io.Discard, st); done <- err }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrOutage) {
+			t.Errorf("stream ended with %v, want %v", err, ErrOutage)
+		}
+	case <-time.After(8 * time.Second):
+		t.Fatalf("stream still open 8 s after the device went, with MaxOutage 1 s (up %v)", a.Up())
+	}
+	if a.Up() {
+		t.Error("the session still says the link is up")
+	}
+}
