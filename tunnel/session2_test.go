@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -484,5 +485,50 @@ func TestSessionDeviceGoneMaxOutage(t *testing.T) {
 	}
 	if a.Up() {
 		t.Error("the session still says the link is up")
+	}
+}
+
+// A configuration the tunnel cannot carry is refused at the start, with
+// what to do, not left to stall the session.
+func TestConfigRefused(t *testing.T) {
+	long := []string{"echo:7"}
+	for i := range 300 {
+		long = append(long, fmt.Sprintf("host-%03d.example.internal:22", i))
+	}
+	open := func(context.Context) (Line, error) { return nil, errors.New("unused") }
+	tests := []struct {
+		name string
+		cfg  Config
+		want string
+	}{
+		{"permit list too long", Config{Open: open, Permit: long}, "the --permit list is too long: 301 targets"},
+		{"permit without port", Config{Open: open, Permit: []string{"host"}}, `--permit "host"`},
+		{"baud", Config{Open: open, Baud: 10}, "baud rate 10 out of range"},
+		{"no open", Config{}, "Config.Open is required"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, err := NewSession(tt.cfg)
+			if err == nil {
+				s.Close()
+				t.Fatal("accepted")
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error %q, want it to say %q", err, tt.want)
+			}
+		})
+	}
+	// The longest list that fits still works end to end.
+	var fits []string
+	for i := 0; len(appendMsg(nil, msgInfo, 0, appendStrings(nil, append(fits, "echo:7")))) <= maxBody; i++ {
+		fits = append(fits, fmt.Sprintf("host-%03d.example.internal:22", i))
+	}
+	fits = append(fits[:len(fits)-1], "echo:7")
+	p := newPair(t, linkParams{}, linkParams{}, Config{}, Config{Permit: fits})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	go echo(ctx, p.b)
+	if err := roundTrip(ctx, p.a, 1000, 1); err != nil {
+		t.Fatalf("with %d permits: %v", len(fits), err)
 	}
 }
