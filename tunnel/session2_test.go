@@ -369,25 +369,8 @@ func TestDeviceReopen(t *testing.T) {
 	c := newMemCable(linkParams{rate: 100_000}, linkParams{rate: 100_000})
 	t.Cleanup(c.Close)
 	p := &pair{cable: c}
-	var mu sync.Mutex
-	var current *memLine
-	opens := 0
-	a, err := NewSession(Config{
-		Baud:   1_000_000,
-		Logger: testLogger(t),
-		Open: func(context.Context) (Line, error) {
-			mu.Lock()
-			defer mu.Unlock()
-			opens++
-			current = c.attach(0)
-			return current, nil
-		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { a.Close() })
-	p.a = a
+	dev := &plug{c: c}
+	p.a = dev.session(t, Config{Baud: 1_000_000})
 	p.b = p.session(t, 1, Config{Baud: 1_000_000, Permit: []string{"echo:7"}})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -395,17 +378,55 @@ func TestDeviceReopen(t *testing.T) {
 	errc := make(chan error, 1)
 	go func() { errc <- roundTrip(ctx, p.a, 200_000, 6) }()
 	time.Sleep(700 * time.Millisecond)
-	mu.Lock()
-	current.fail(io.ErrUnexpectedEOF)
-	mu.Unlock()
+	dev.unplug(false)
 	if err := <-errc; err != nil {
 		t.Error(err)
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if opens < 2 {
-		t.Errorf("device opened %d times, want a reopen", opens)
+	dev.mu.Lock()
+	defer dev.mu.Unlock()
+	if dev.opens < 2 {
+		t.Errorf("device opened %d times, want a reopen", dev.opens)
 	}
+}
+
+// plug is side 0's device on a cable: unplug fails the line in use and,
+// for a device that is gone, every open after it.
+type plug struct {
+	c     *memCable
+	mu    sync.Mutex
+	cur   *memLine
+	opens int
+	gone  bool
+}
+
+func (d *plug) open(context.Context) (Line, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.gone {
+		return nil, errors.New("no such device")
+	}
+	d.opens++
+	d.cur = d.c.attach(0)
+	return d.cur, nil
+}
+
+func (d *plug) unplug(gone bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.gone = gone
+	d.cur.fail(io.ErrUnexpectedEOF)
+}
+
+// session starts side 0's session on d.
+func (d *plug) session(t *testing.T, cfg Config) *Session {
+	t.Helper()
+	cfg.Open, cfg.Logger = d.open, testLogger(t)
+	s, err := NewSession(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
 }
 
 // TestPayloadCleanRun: frames stay at the largest size however long the
@@ -441,25 +462,8 @@ func TestSessionDeviceGoneMaxOutage(t *testing.T) {
 	c := newMemCable(linkParams{}, linkParams{})
 	t.Cleanup(c.Close)
 	p := &pair{cable: c}
-	var mu sync.Mutex
-	var current *memLine
-	unplugged := false
-	a, err := NewSession(Config{
-		Baud: 4_000_000, MaxOutage: time.Second, Logger: testLogger(t),
-		Open: func(context.Context) (Line, error) {
-			mu.Lock()
-			defer mu.Unlock()
-			if unplugged {
-				return nil, errors.New("no such device")
-			}
-			current = c.attach(0)
-			return current, nil
-		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { a.Close() })
+	dev := &plug{c: c}
+	a := dev.session(t, Config{Baud: 4_000_000, MaxOutage: time.Second})
 	p.a = a
 	p.b = p.session(t, 1, Config{MaxOutage: time.Second, Permit: []string{"echo:7"}})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -469,10 +473,7 @@ func TestSessionDeviceGoneMaxOutage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mu.Lock()
-	unplugged = true
-	current.fail(io.ErrUnexpectedEOF)
-	mu.Unlock()
+	dev.unplug(true)
 	done := make(chan error, 1)
 	go func() { _, err := io.Copy(io.Discard, st); done <- err }()
 	select {
