@@ -640,7 +640,7 @@ func (s *Session) handleAck(ack uint16, sack uint64, now time.Time) {
 			break
 		}
 		if f := s.inflight[seq%maxWindow]; f != nil && f.seq == seq && !f.acked {
-			f.acked = true
+			f.acked, f.lost = true, false // arrived after all: not sent again
 			take(f)
 		}
 	}

@@ -533,3 +533,36 @@ func TestConfigRefused(t *testing.T) {
 		t.Fatalf("with %d permits: %v", len(fits), err)
 	}
 }
+
+// A frame taken for lost that the far side then reports received (SACK) is
+// not sent again.
+func TestSackedLostNotResent(t *testing.T) {
+	s := &Session{state: stateUp, window: maxWindow, rto: time.Second, lastRecv: time.Now(), deadAfter: time.Hour,
+		line: nopLine{}, maxPayload: 256, payload: 256}
+	now := time.Now()
+	for seq := range uint16(3) {
+		s.inflight[seq] = &outFrame{seq: seq, body: []byte{byte(seq)}, sentAt: now, order: uint64(seq + 1), tries: 1}
+	}
+	s.nextSeq = 3
+	s.inflight[1].lost = true // taken for lost
+	s.handleAck(0, 0b11, now) // 0 not yet; 1 and 2 arrived
+	var sent []uint16
+	for range 3 {
+		f, _, _ := s.nextFrame(now)
+		if f == nil {
+			break
+		}
+		if f.typ == frameData {
+			sent = append(sent, f.seq)
+		}
+	}
+	if !slices.Equal(sent, []uint16{0}) {
+		t.Errorf("sent frames %v again, want only 0 (1 and 2 arrived)", sent)
+	}
+}
+
+type nopLine struct{}
+
+func (nopLine) Read([]byte) (int, error)    { return 0, io.EOF }
+func (nopLine) Write(b []byte) (int, error) { return len(b), nil }
+func (nopLine) Close() error                { return nil }
