@@ -513,7 +513,7 @@ func (s *Session) handleHello(body []byte, now time.Time) {
 	if h.id != s.peerID {
 		if s.peerID != 0 {
 			n := len(s.streams)
-			s.log.Warn("tunnel: far side restarted; starting a new session", "far_session", fmt.Sprintf("%016x", h.id), "streams_reset", n)
+			s.log.Warn("tunnel: far side restarted, or ended its session after --max-outage; starting a new session", "far_session", fmt.Sprintf("%016x", h.id), "streams_reset", n)
 			s.resetAllLocked(ErrPeerRestarted, true)
 		} else {
 			s.resetLinkLocked()
