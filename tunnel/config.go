@@ -89,9 +89,7 @@ func (c *Config) normalize() error {
 			return fmt.Errorf("tunnel: --permit %q: %w (want host:port or %s)", p, err, PermitAny)
 		}
 	}
-	// The list goes to the far side in one message, which one frame must
-	// hold.
-	if n := len(appendMsg(nil, msgInfo, 0, appendStrings(nil, c.Permit))); n > maxBody {
+	if n := len(infoMsg(c.Permit)); n > maxBody {
 		return fmt.Errorf("tunnel: the --permit list is too long: %d targets take %d bytes, at most %d fit (use fewer targets, or --permit %s)",
 			len(c.Permit), n, maxBody, PermitAny)
 	}

@@ -85,6 +85,12 @@ func uvarintPrefix(b []byte) (uint64, []byte, bool) {
 	return v, b[n:], true
 }
 
+// infoMsg is the INFO message that opens a session: this side's --permit
+// list, which one frame must hold.
+func infoMsg(permit []string) []byte {
+	return appendMsg(nil, msgInfo, 0, appendStrings(nil, permit))
+}
+
 // appendStrings encodes a list of strings (msgInfo).
 func appendStrings(dst []byte, ss []string) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(ss)))

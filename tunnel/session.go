@@ -594,7 +594,7 @@ func (s *Session) resetLocked(err error, newSession bool, young func(*Stream) bo
 // queueSessionStart queues what each session begins with: our permit list
 // and our -R requests.
 func (s *Session) queueSessionStart() {
-	s.ctrl = append(s.ctrl, appendMsg(nil, msgInfo, 0, appendStrings(nil, s.cfg.Permit)))
+	s.ctrl = append(s.ctrl, infoMsg(s.cfg.Permit))
 	clear(s.reqs)
 	for _, fw := range s.cfg.Remote {
 		s.nextReq++

@@ -521,7 +521,7 @@ func TestConfigRefused(t *testing.T) {
 	}
 	// The longest list that fits still works end to end.
 	var fits []string
-	for i := 0; len(appendMsg(nil, msgInfo, 0, appendStrings(nil, append(fits, "echo:7")))) <= maxBody; i++ {
+	for i := 0; len(infoMsg(append(fits, "echo:7"))) <= maxBody; i++ {
 		fits = append(fits, fmt.Sprintf("host-%03d.example.internal:22", i))
 	}
 	fits = append(fits[:len(fits)-1], "echo:7")
