@@ -268,9 +268,10 @@ type unreader interface {
 	Unread() []byte
 }
 
-// learnRemote reads the remote's settings at the first connect, keeps its
-// data bits and parity if the program cannot set them, and shows them to
-// the program where the virtual end can hold them.
+// learnRemote reads the remote's settings at the first connect and keeps
+// its data bits and parity, which the program cannot set where the virtual
+// end forces them. Showing the settings to the program is OpenVirtual's
+// job: done before the link exists, no program can meet the change.
 func (b *bridge) learnRemote(port serialdev.Port) {
 	s, err := port.Settings()
 	if err != nil || s.Validate() != nil {
@@ -278,13 +279,6 @@ func (b *bridge) learnRemote(port serialdev.Port) {
 		return
 	}
 	b.format = &s
-	if setter, ok := b.v.(interface {
-		SetSettings(serialdev.Settings) error
-	}); ok {
-		if err := setter.SetSettings(s); err != nil {
-			b.log.Debug("attach: could not show the remote's settings on the virtual port", "err", err)
-		}
-	}
 	b.log.Debug("attach: remote port settings", "settings", s)
 }
 

@@ -100,7 +100,6 @@ type Pty struct {
 
 	mu      sync.Mutex
 	last    serialdev.Settings
-	shown   *serialdev.Settings // what SetSettings last showed, while the pty still holds it
 	pending Changes
 	opens   int  // programs that have the slave open
 	counted bool // opens is known (inotify works)
@@ -340,7 +339,7 @@ func (p *Pty) settle() {
 		p.deferCopy = nil
 		p.mu.Lock()
 		if *c != p.last {
-			p.last, p.shown = *c, nil
+			p.last = *c
 			p.post(Changes{Settings: true})
 		}
 		p.mu.Unlock()
@@ -383,10 +382,8 @@ func (p *Pty) SetSettings(s serialdev.Settings) error {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if cur, err := readSettings(p.master); err == nil && (cur != p.last || p.shown != nil && *p.shown == s) {
-		// A program's change not reported yet, or s shown already and
-		// nothing changed since: writing could only undo a program's
-		// change made this very moment.
+	if cur, err := readSettings(p.master); err == nil && cur != p.last {
+		// A program's change not reported yet: writing would undo it.
 		return nil
 	}
 	if err := writeSettings(p.master, s); err != nil {
@@ -395,7 +392,6 @@ func (p *Pty) SetSettings(s serialdev.Settings) error {
 	if now, err := readSettings(p.master); err == nil {
 		p.last = now
 	}
-	p.shown = &s
 	return nil
 }
 
@@ -453,7 +449,7 @@ func (p *Pty) refresh() {
 	if err != nil || s == p.last {
 		return
 	}
-	p.last, p.shown = s, nil
+	p.last = s
 	p.post(Changes{Settings: true})
 }
 
