@@ -25,7 +25,7 @@ func main() {
 	if os.Getenv("GOMAXPROCS") == "" && isRelay(os.Args) {
 		runtime.GOMAXPROCS(1)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	go func() {
 		// After the first signal, the default action returns: a second
 		// Ctrl-C ends a shutdown that hangs. Not at once: a signal often

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -261,6 +262,19 @@ func TestAttachLinkRules(t *testing.T) {
 	a.Stop(t)
 	if _, err := os.Lstat(stale); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("link still there after attach exited (%v)", err)
+	}
+	// Closing the terminal or ssh session that runs attach sends SIGHUP.
+	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGHUP} {
+		link := filepath.Join(dir, "ttyS"+strconv.Itoa(int(sig)))
+		a := start(t, sertun(t), "attach", addr, "--link", link)
+		a.WaitOutput(t, "attached "+link, 10*time.Second)
+		a.kill(sig)
+		if code := a.Wait(t, 5*time.Second); code != 0 {
+			t.Errorf("attach exited %d on %v, want 0: %s", code, sig, a.Output())
+		}
+		if _, err := os.Lstat(link); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("link still there after %v (%v)", sig, err)
+		}
 	}
 
 	bad := start(t, sertun(t), "attach", fmt.Sprintf("127.0.0.1:%d", freePort(t)), "--link", filepath.Join(dir, "x"))
