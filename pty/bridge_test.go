@@ -39,6 +39,7 @@ type device struct {
 	lineDelay time.Duration // SetDTR/SetRTS take this long (a server that never answers)
 	bytesAt   []int         // len(got) when each SetSettings arrived
 	slowWrite time.Duration // each Write takes this long (a slow link)
+	entered   int           // Writes begun
 	dialFail  int           // the next dialFail dials fail
 	dials     int
 	cur       *fakePort
@@ -141,6 +142,7 @@ func (p *fakePort) Write(b []byte) (int, error) {
 	}
 	p.d.mu.Lock()
 	slow := p.d.slowWrite
+	p.d.entered++
 	p.d.mu.Unlock()
 	time.Sleep(slow)
 	p.d.mu.Lock()
@@ -516,35 +518,69 @@ func TestParseLineMode(t *testing.T) {
 	}
 }
 
-// Bytes the program wrote before a speed change reach the remote before
-// the change, though the kernel reports the change first: the remote is
-// slow, so the second write is still unread when the speed changes.
-func TestBridgeSettingsAfterData(t *testing.T) {
-	for round := range 10 {
-		d := newDevice(dev9600)
-		p := startBridge(t, d, BridgeConfig{})
-		d.wait(t, "the first settings", time.Second, func() bool { return len(d.bytesAt) > 0 })
+// Data written right after a speed change goes out at the new speed: the
+// program that opens the port, sets its speed and writes at once, and the
+// one that changes speed and writes at once.
+func TestBridgeSettingsBeforeLaterData(t *testing.T) {
+	d := newDevice(dev9600)
+	p := startBridge(t, d, BridgeConfig{})
+	prog := openProgram(t, p.SlavePath())
+	for round := range 40 {
+		if round%3 == 0 {
+			prog.Close()
+			prog = openProgram(t, p.SlavePath())
+		}
+		baud := uint32(57600)
+		if round%2 == 0 {
+			baud = 115200
+		}
 		d.mu.Lock()
-		d.slowWrite = 20 * time.Millisecond
+		before := len(d.got)
 		d.mu.Unlock()
-		prog := openProgram(t, p.SlavePath())
-		data := bytes.Repeat([]byte{'A'}, 3000)
-		if _, err := prog.Write(data[:1000]); err != nil {
+		setBaud(t, prog, baud)
+		if _, err := prog.Write([]byte{byte(round)}); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(5 * time.Millisecond)
-		if _, err := prog.Write(data[1000:]); err != nil {
-			t.Fatal(err)
-		}
-		setBaud(t, prog, 115200)
-		d.wait(t, "115200", time.Second, func() bool { return d.settings.BaudRate == 115200 })
+		d.wait(t, "the byte at the new speed", 2*time.Second, func() bool {
+			return len(d.got) > before && d.settings.BaudRate == int(baud)
+		})
 		d.mu.Lock()
 		at := d.bytesAt[len(d.bytesAt)-1]
 		d.mu.Unlock()
-		if at != len(data) {
-			t.Fatalf("round %d: speed changed after %d of the %d bytes written before it", round, at, len(data))
+		if at != before {
+			t.Fatalf("round %d: speed %d reached the remote after %d bytes, want before the byte written after it (%d)", round, baud, at, before)
 		}
-		prog.Close()
+	}
+}
+
+// Data the bridge has read before a speed change goes out at the old speed
+// though the remote is slow to take it.
+func TestBridgeSettingsAfterReadData(t *testing.T) {
+	d := newDevice(dev9600)
+	p := startBridge(t, d, BridgeConfig{})
+	d.mu.Lock()
+	d.slowWrite = 50 * time.Millisecond
+	d.mu.Unlock()
+	prog := openProgram(t, p.SlavePath())
+	if _, err := prog.Write(bytes.Repeat([]byte{'A'}, 1000)); err != nil {
+		t.Fatal(err)
+	}
+	// Read by the bridge, which is now held up by the remote.
+	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Microsecond) {
+		d.mu.Lock()
+		n := d.entered
+		d.mu.Unlock()
+		if n > 0 {
+			break
+		}
+	}
+	setBaud(t, prog, 115200)
+	prog.Write([]byte{'B'})
+	d.wait(t, "115200 and the data", 2*time.Second, func() bool { return d.settings.BaudRate == 115200 && len(d.got) == 1001 })
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if at := d.bytesAt[len(d.bytesAt)-1]; at != 1000 {
+		t.Fatalf("speed changed after %d bytes, want after the 1000 read before it", at)
 	}
 }
 

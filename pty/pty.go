@@ -22,6 +22,7 @@
 package pty
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -49,19 +50,6 @@ var (
 // pollInterval is how often settings are polled where no event path exists.
 const pollInterval = 20 * time.Millisecond
 
-// A settings change is held back until the data the program wrote before
-// it has been read: until the master has had nothing to read for
-// settleQuiet (the data reaches the master through a kernel worker, after
-// the status packet), or more was read than a pty buffers (settleBytes, about
-// 20 KiB here), or Read has waited settleMax in all (a program that never
-// stops writing). Time the caller spends elsewhere (a slow remote) does not
-// count.
-const (
-	settleQuiet = 2 * time.Millisecond
-	settleMax   = 20 * time.Millisecond
-	settleBytes = 64 * 1024
-)
-
 // Changes is what happened on the program's side since the last TakeChanges.
 type Changes struct {
 	Settings bool            // the program changed its line settings: read Settings
@@ -84,19 +72,13 @@ type Pty struct {
 	slavePath string
 	link      string
 
-	rc     syscall.RawConn // the master's, for reads that run code when idle
+	rc     syscall.RawConn // the master's, for reads that see status packets
 	data   *fdio.FD        // the master's data path
 	packet bool            // master in packet mode: every read has a status byte
 	small  [2]byte         // read buffer for callers with len(b) < 2
-	// A settings change seen in a status packet waits (settle) until the
-	// data the program wrote before it has been read, or settleMax.
-	deferred   bool
-	deferWait  time.Duration       // time spent in Read since
-	deferBytes int                 // data read since
-	quietSince time.Time           // the master has had nothing to read since
-	deferCopy  *serialdev.Settings // the new termios, where the packet has it
-	stop       chan bool           // closed by Close: stops the watchers
-	wg         sync.WaitGroup
+	held   []byte          // a status packet met by more, for the next Read
+	stop   chan bool       // closed by Close: stops the watchers
+	wg     sync.WaitGroup
 
 	mu      sync.Mutex
 	last    serialdev.Settings
@@ -233,7 +215,13 @@ func (p *Pty) String() string {
 	return p.link + " -> " + p.slavePath
 }
 
-// Read reads what the program wrote.
+// Read reads what the program wrote. The program's settings changes and
+// flushes are posted (Changed) as their status packets are read. The kernel
+// hands a status packet out ahead of any data still unread, so that data is
+// returned after the change is posted and goes out at the new settings, as
+// what a UART has not sent yet does after tcsetattr(TCSANOW). Data written
+// right after a change (open, set the speed, write) is the common case, and
+// it must never go out at the old speed.
 func (p *Pty) Read(b []byte) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
@@ -241,35 +229,26 @@ func (p *Pty) Read(b []byte) (int, error) {
 	if !p.packet {
 		return p.data.Read(b)
 	}
+	if st := p.held; st != nil {
+		p.held = nil
+		p.status(st[0], st[1:])
+	}
 	for {
-		if p.deferred && (p.deferWait >= settleMax || p.deferBytes >= settleBytes) {
-			p.settle()
-		}
 		buf := b
 		if len(b) < 2 {
 			buf = p.small[:]
 		}
-		start := time.Now()
-		n, err := readRaw(p.rc, buf, p.idle)
-		if p.deferred {
-			p.deferWait += time.Since(start)
-		}
+		n, err := readRaw(p.rc, buf, true)
 		if err != nil {
 			return 0, err
 		}
-		p.quietSince = time.Time{}
 		if buf[0] != 0 {
-			if p.status(buf[0], buf[1:n]) {
-				p.deferred = true
-			}
+			p.status(buf[0], buf[1:n])
 			continue
 		}
 		if n = copy(b, buf[1:n]); n > 0 {
 			if n >= moreAfter {
 				n = p.more(b, n)
-			}
-			if p.deferred {
-				p.deferBytes += n
 			}
 			return n, nil
 		}
@@ -287,16 +266,14 @@ const moreAfter = 2048
 // fewer, larger chunks (and the remote fewer, larger writes).
 func (p *Pty) more(b []byte, n int) int {
 	for len(b)-n >= 1024 {
-		k, err := readRaw(p.rc, b[n:], nil)
+		k, err := readRaw(p.rc, b[n:], false)
 		if err != nil || k == 0 {
 			return n
 		}
-		if st := b[n]; st != 0 {
-			// A status packet: handled now, the data after it waits
-			// for the next Read.
-			if p.status(st, b[n+1:n+k]) {
-				p.deferred = true
-			}
+		if b[n] != 0 {
+			// A status packet: posted by the next Read, once the
+			// caller has passed on the data read before it.
+			p.held = bytes.Clone(b[n : n+k])
 			return n
 		}
 		n += copy(b[n:], b[n+1:n+k])
@@ -305,47 +282,6 @@ func (p *Pty) more(b []byte, n int) int {
 		}
 	}
 	return n
-}
-
-// idle runs when the master has nothing to read: a held-back settings
-// change is reported once the master stayed quiet for settleQuiet. It
-// returns true to have the read tried again.
-func (p *Pty) idle() bool {
-	if !p.deferred {
-		return false
-	}
-	now := time.Now()
-	if p.quietSince.IsZero() {
-		p.quietSince = now
-	}
-	if now.Sub(p.quietSince) >= settleQuiet {
-		p.settle()
-		return false
-	}
-	time.Sleep(settleQuiet / 8)
-	return true
-}
-
-// settle reports a settings change held back by Read: the kernel hands the
-// status packet out ahead of the data written before the tcsetattr, and
-// that data must reach the remote port at the old settings. Read calls it
-// when the master has nothing more to read.
-func (p *Pty) settle() {
-	if !p.deferred {
-		return
-	}
-	p.deferred, p.deferWait, p.deferBytes, p.quietSince = false, 0, 0, time.Time{}
-	if c := p.deferCopy; c != nil {
-		p.deferCopy = nil
-		p.mu.Lock()
-		if *c != p.last {
-			p.last = *c
-			p.post(Changes{Settings: true})
-		}
-		p.mu.Unlock()
-		return
-	}
-	p.refresh()
 }
 
 // Write gives data to the program. It blocks (up to the write deadline)

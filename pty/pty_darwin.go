@@ -125,36 +125,31 @@ func writeSettings(master *os.File, s serialdev.Settings) error {
 	return setTermios(master, t)
 }
 
-// status handles a status packet and reports whether the settings may
-// have changed. A TIOCPKT_IOCTL packet carries the new termios after the
-// status byte: it is kept for settle; a short copy (small read buffer) is
-// read back with TIOCGETA instead. BSD keeps EXTPROC on whatever the
-// program sets, so it needs no re-asserting.
-func (p *Pty) status(st byte, rest []byte) (settings bool) {
+// status handles a status packet (called from Read): a settings change is
+// posted if the settings differ. A TIOCPKT_IOCTL packet carries the new
+// termios after the status byte; a short copy (small read buffer) is read
+// back with TIOCGETA instead. BSD keeps EXTPROC on whatever the program
+// sets, so it needs no re-asserting.
+func (p *Pty) status(st byte, rest []byte) {
 	if st&(unix.TIOCPKT_IOCTL|unix.TIOCPKT_DOSTOP|unix.TIOCPKT_NOSTOP) != 0 {
-		settings = true
-		p.deferCopy = nil
 		var t unix.Termios
+		s := serialdev.Settings{}
 		if st&unix.TIOCPKT_IOCTL != 0 && len(rest) >= int(unsafe.Sizeof(t)) {
 			t = *(*unix.Termios)(unsafe.Pointer(&rest[0]))
-			if s := serialdev.TermiosSettings(&t); s.Validate() == nil {
-				p.deferCopy = &s
+			s = serialdev.TermiosSettings(&t)
+		}
+		if s.Validate() == nil {
+			p.mu.Lock()
+			if s != p.last {
+				p.last = s
+				p.post(Changes{Settings: true})
 			}
+			p.mu.Unlock()
+		} else {
+			p.refresh()
 		}
 	}
-	var purge serialdev.Purge
-	if st&unix.TIOCPKT_FLUSHREAD != 0 {
-		purge |= serialdev.PurgeReceive
-	}
-	if st&unix.TIOCPKT_FLUSHWRITE != 0 {
-		purge |= serialdev.PurgeTransmit
-	}
-	if purge != 0 {
-		p.mu.Lock()
-		p.post(Changes{Purge: purge})
-		p.mu.Unlock()
-	}
-	return settings
+	p.postFlush(st)
 }
 
 // watchOpens: macOS has no inotify and kqueue does not see opens of a

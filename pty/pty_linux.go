@@ -97,27 +97,15 @@ func writeSettings(master *os.File, s serialdev.Settings) error {
 	return setTermios(master, t)
 }
 
-// status handles a status packet from the master (called from Read) and
-// reports whether the settings may have changed. EXTPROC is set again at
-// once, so that the program's next change is flagged too.
-func (p *Pty) status(st byte, _ []byte) (settings bool) {
+// status handles a status packet from the master (called from Read): a
+// settings change is posted if the settings differ. EXTPROC is set again
+// at once, so that the program's next change is flagged too.
+func (p *Pty) status(st byte, _ []byte) {
 	if st&(unix.TIOCPKT_IOCTL|unix.TIOCPKT_DOSTOP|unix.TIOCPKT_NOSTOP) != 0 {
 		p.reassertExtproc()
-		settings = true
+		p.refresh()
 	}
-	var purge serialdev.Purge
-	if st&unix.TIOCPKT_FLUSHREAD != 0 {
-		purge |= serialdev.PurgeReceive
-	}
-	if st&unix.TIOCPKT_FLUSHWRITE != 0 {
-		purge |= serialdev.PurgeTransmit
-	}
-	if purge != 0 {
-		p.mu.Lock()
-		p.post(Changes{Purge: purge})
-		p.mu.Unlock()
-	}
-	return settings
+	p.postFlush(st)
 }
 
 // reassertExtproc sets EXTPROC again when a program's tcsetattr cleared it

@@ -26,4 +26,4 @@ func openVirtual(name string, initial *serialdev.Settings) (Port, error) {
 	return open(name, initial)
 }
 
-func readRaw(syscall.RawConn, []byte, func() bool) (int, error) { return 0, ErrUnsupported }
+func readRaw(syscall.RawConn, []byte, bool) (int, error) { return 0, ErrUnsupported }

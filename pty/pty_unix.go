@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sertun/sertun/internal/fdio"
+	"github.com/sertun/sertun/serialdev"
 )
 
 // control runs fn on the file's descriptor without making it blocking.
@@ -26,11 +27,10 @@ func control(f *os.File, fn func(fd int) error) error {
 	return ferr
 }
 
-// readRaw reads the master through the poller. idle runs each time the
-// master has nothing to read; when it returns true the read is tried again
-// at once, else readRaw waits for data. With idle nil, readRaw does not
-// wait: it fails with errWouldBlock.
-func readRaw(rc syscall.RawConn, b []byte, idle func() bool) (int, error) {
+// readRaw reads the master through the poller. When the master has nothing
+// to read, readRaw waits for data if wait is set, else it fails with
+// errWouldBlock.
+func readRaw(rc syscall.RawConn, b []byte, wait bool) (int, error) {
 	var n int
 	var rerr error
 	err := rc.Read(func(fd uintptr) bool {
@@ -40,12 +40,9 @@ func readRaw(rc syscall.RawConn, b []byte, idle func() bool) (int, error) {
 			case unix.EINTR:
 				continue
 			case unix.EAGAIN:
-				if idle == nil {
+				if !wait {
 					rerr = errWouldBlock
 					return true
-				}
-				if idle() {
-					continue
 				}
 				return false
 			}
@@ -65,4 +62,20 @@ func readRaw(rc syscall.RawConn, b []byte, idle func() bool) (int, error) {
 		return 0, fmt.Errorf("pty: read: %w", os.ErrClosed)
 	}
 	return n, nil
+}
+
+// postFlush posts the program's flushes that status byte st reports.
+func (p *Pty) postFlush(st byte) {
+	var purge serialdev.Purge
+	if st&unix.TIOCPKT_FLUSHREAD != 0 {
+		purge |= serialdev.PurgeReceive
+	}
+	if st&unix.TIOCPKT_FLUSHWRITE != 0 {
+		purge |= serialdev.PurgeTransmit
+	}
+	if purge != 0 {
+		p.mu.Lock()
+		p.post(Changes{Purge: purge})
+		p.mu.Unlock()
+	}
 }

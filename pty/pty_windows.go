@@ -28,4 +28,4 @@ const ptyKeepsFormat = true
 // which the program sets; initial is not shown there.
 func openVirtual(name string, _ *serialdev.Settings) (Port, error) { return openCom0com(name) }
 
-func readRaw(syscall.RawConn, []byte, func() bool) (int, error) { return 0, ErrUnsupported }
+func readRaw(syscall.RawConn, []byte, bool) (int, error) { return 0, ErrUnsupported }
