@@ -914,6 +914,13 @@ func (c *Client) exchange(op string, cmds []Command, kinds []answerKind, assume 
 			}
 			c.waiters[k] = removeWaiter(c.waiters[k], ch)
 			c.silent[k] = true
+			if k == ansDTR || k == ansRTS {
+				// One SET-CONTROL handler serves both lines: a
+				// server silent on one is silent on the other
+				// (hub4com), and waiting again for it would
+				// hold the next line back for the whole timeout.
+				c.silent[ansDTR], c.silent[ansRTS] = true, true
+			}
 			c.log.Debug("rfc2217: no answer from the server; assuming the request is in force",
 				"op", op, "command", k.String(), "waited", waited)
 		}
