@@ -154,6 +154,7 @@ type bridge struct {
 func (b *bridge) connect(ctx context.Context) serialdev.Port {
 	wait := b.cfg.MinBackoff
 	start := time.Now()
+	why := "" // the reason last logged at Info: a new reason is logged there too
 	for attempt := 1; ; attempt++ {
 		port, err := b.dial(ctx)
 		if err == nil {
@@ -165,7 +166,12 @@ func (b *bridge) connect(ctx context.Context) serialdev.Port {
 		if ctx.Err() != nil {
 			return nil
 		}
-		b.log.Debug("attach: connect failed", "attempt", attempt, "retry_in", wait, "err", err)
+		if err.Error() != why {
+			why = err.Error()
+			b.log.Info("attach: cannot connect yet; retrying", "attempt", attempt, "retry_in", wait, "err", err)
+		} else {
+			b.log.Debug("attach: connect failed", "attempt", attempt, "retry_in", wait, "err", err)
+		}
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():

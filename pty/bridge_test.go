@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -612,6 +613,42 @@ func TestBridgeSettingsWhileWriting(t *testing.T) {
 		t.Errorf("settings took %v while the program kept writing", took)
 	}
 }
+
+// While reconnecting, the reason the remote refuses is logged once at Info
+// (a user sees why it takes long: another client holds the port), not at
+// every attempt.
+func TestBridgeReconnectLogsReason(t *testing.T) {
+	d := newDevice(dev9600)
+	var mu sync.Mutex
+	var logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(writerFunc(func(b []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return logs.Write(b)
+	}), &slog.HandlerOptions{Level: slog.LevelInfo}))
+	startBridge(t, d, BridgeConfig{Logger: log})
+	d.mu.Lock()
+	d.dialFail = 5
+	d.mu.Unlock()
+	d.kill()
+	d.wait(t, "the reconnect", 5*time.Second, func() bool { return d.dials >= 7 && d.cur != nil })
+	var out string
+	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		mu.Lock()
+		out = logs.String()
+		mu.Unlock()
+		if strings.Contains(out, "reconnected") {
+			break
+		}
+	}
+	if n := strings.Count(out, "cannot connect yet"); n != 1 || !strings.Contains(out, "connection refused") {
+		t.Errorf("want the reason logged once at Info, got %d lines:\n%s", n, out)
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(b []byte) (int, error) { return f(b) }
 
 // Bridge ends, with an error, when its virtual port is closed under it.
 func TestBridgeVirtualClosed(t *testing.T) {
