@@ -286,14 +286,20 @@ func (s *Session) listenResult(id uint64, errText string) {
 }
 
 // pipe copies both ways until both directions are done, carrying
-// half-closes across; an error on one side resets the other.
+// half-closes across. A failure either way fails both ends, as TCP's reset
+// does: a target that closed while the client still sends must make the
+// client's writes fail, not have the tunnel carry them to be dropped.
 func pipe(c net.Conn, st *Stream) {
 	var wg sync.WaitGroup
 	wg.Add(2)
+	fail := func(err error) {
+		st.Reset("connection failed: " + err.Error())
+		abort(c)
+	}
 	go func() {
 		defer wg.Done()
 		if _, err := io.Copy(st, c); err != nil {
-			st.Reset("connection failed: " + err.Error())
+			fail(err)
 			return
 		}
 		st.CloseWrite()
@@ -301,7 +307,7 @@ func pipe(c net.Conn, st *Stream) {
 	go func() {
 		defer wg.Done()
 		if _, err := io.Copy(c, st); err != nil {
-			abort(c)
+			fail(err)
 			return
 		}
 		if cw, ok := c.(interface{ CloseWrite() error }); ok {

@@ -165,6 +165,46 @@ func TestForwardRefused(t *testing.T) {
 	}
 }
 
+// A target that answers and closes while the client still sends: the
+// client's writes fail soon, as they would on a direct connection, instead
+// of the tunnel carrying them for ever to be dropped.
+func TestForwardTargetClosed(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte("hi"))
+			c.Close()
+		}
+	}()
+	target, l := ln.Addr().String(), freeAddr(t)
+	fw, _ := ParseForward(l+":"+target, false)
+	runEnds(t, Config{Local: []Forward{fw}}, Config{Permit: []string{target}})
+	c := dialRetry(t, l)
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if got, err := io.ReadAll(c); string(got) != "hi" || err != nil {
+		t.Fatalf("read %q, %v; want the target's hi, then EOF", got, err)
+	}
+	chunk := make([]byte, 16<<10)
+	for i := range 200 {
+		if _, err := c.Write(chunk); err != nil {
+			t.Logf("write %d failed: %v", i, err)
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatal("3 MiB written after the target closed, and no error")
+}
+
 func TestForwardRemote(t *testing.T) {
 	t.Parallel()
 	target := tcpEcho(t)
