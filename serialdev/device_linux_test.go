@@ -342,8 +342,15 @@ func TestDeviceStat(t *testing.T) {
 	if err := Stat("/dev/ttyUSB-sertun-missing"); !errors.Is(err, ErrNotFound) || !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("Stat of a missing path = %v", err)
 	}
-	if err := Stat("/etc/passwd"); err == nil || errors.Is(err, ErrNotFound) {
-		t.Errorf("Stat of a regular file = %v", err)
+	for _, path := range []string{"/etc/passwd", "/dev/null"} {
+		if err := Stat(path); err == nil || errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), "not a serial device") {
+			t.Errorf("Stat(%s) = %v, want not a serial device", path, err)
+		}
+	}
+	if _, err := os.Stat("/sys/dev/char/4:64"); err == nil {
+		if err := Stat("/dev/ttyS0"); err != nil && !errors.Is(err, ErrNotFound) {
+			t.Errorf("Stat(/dev/ttyS0) = %v, want a serial device", err)
+		}
 	}
 }
 

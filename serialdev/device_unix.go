@@ -62,6 +62,8 @@ func statDevice(name string) error {
 		return fmt.Errorf("serialdev: %w", err)
 	case fi.Mode()&fs.ModeCharDevice == 0:
 		return fmt.Errorf("serialdev: stat %s: not a serial device (not a character device)", name)
+	case !ttyDriver(fi):
+		return fmt.Errorf("serialdev: stat %s: not a serial device (not a tty)", name)
 	}
 	return nil
 }
