@@ -171,11 +171,11 @@ func makeLink(link, target string) error {
 		if fi.IsDir() {
 			what = "a directory"
 		}
-		return fmt.Errorf("%w: %s is %s, not a symlink; remove it or choose another --link", ErrLinkExists, link, what)
+		return fmt.Errorf("%w: %s is %s, not a symlink; remove it or choose another path", ErrLinkExists, link, what)
 	default:
 		old, _ := os.Readlink(link)
 		if _, err := os.Stat(link); err == nil && old != target {
-			return fmt.Errorf("%w: %s points to %s, which exists (another attach?); remove it or choose another --link", ErrLinkExists, link, old)
+			return fmt.Errorf("%w: %s points to %s, which exists (another sertun attach or cable?); remove it or choose another path", ErrLinkExists, link, old)
 		}
 	}
 	// A new name and a rename, so the link is never missing or half-made

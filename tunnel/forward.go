@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -163,7 +165,13 @@ func (t *forwarder) onlyTarget() (string, error) {
 	if len(permits) == 1 && permits[0] != PermitAny {
 		return permits[0], nil
 	}
-	return "", fmt.Errorf("no target given and the far side permits %d targets %v; give -L [bind:]port:host:hostport", len(permits), permits)
+	switch {
+	case len(permits) == 0:
+		return "", errors.New("-L with no target uses the far side's only --permit, and it has none; start it with --permit HOST:PORT, or give -L [bind:]port:host:hostport")
+	case slices.Contains(permits, PermitAny):
+		return "", errors.New("-L with no target uses the far side's only --permit, and it permits any target; give -L [bind:]port:host:hostport")
+	}
+	return "", fmt.Errorf("-L with no target uses the far side's only --permit, and it has %d (%s); give -L [bind:]port:host:hostport", len(permits), strings.Join(permits, ", "))
 }
 
 // open opens a stream and logs why it failed, with the hint a user acts on.

@@ -205,6 +205,34 @@ func TestForwardTargetClosed(t *testing.T) {
 	t.Fatal("3 MiB written after the target closed, and no error")
 }
 
+// -L PORT with no single target on the far side says what to do.
+func TestForwardShorthandNoTarget(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		permits []string
+		want    string
+	}{
+		{nil, "has none; start it with --permit HOST:PORT"},
+		{[]string{PermitAny}, "permits any target; give -L [bind:]port:host:hostport"},
+		{[]string{"127.0.0.1:1", "127.0.0.1:2"}, "has 2 (127.0.0.1:1, 127.0.0.1:2)"},
+	} {
+		l := freeAddr(t)
+		short, _ := ParseForward(l, true)
+		logA, _ := runEnds(t, Config{Local: []Forward{short}}, Config{Permit: tt.permits})
+		c := dialRetry(t, l)
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if n, err := c.Read(make([]byte, 1)); err == nil {
+			t.Errorf("permits %v: read %d bytes, want the connection reset", tt.permits, n)
+		}
+		c.Close()
+		for deadline := time.Now().Add(5 * time.Second); !strings.Contains(logA.String(), tt.want); time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("permits %v: no %q in the log:\n%s", tt.permits, tt.want, logA)
+			}
+		}
+	}
+}
+
 func TestForwardRemote(t *testing.T) {
 	t.Parallel()
 	target := tcpEcho(t)
