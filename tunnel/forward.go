@@ -89,6 +89,7 @@ func Run(ctx context.Context, cfg Config) error {
 		go t.acceptLoop(ln, t.socks)
 	}
 	<-ctx.Done()
+	cfg.Logger.Info("tunnel: stopping; the far side's ends of open connections are reset", "streams", s.Stats().Streams)
 	for _, ln := range lns {
 		ln.Close()
 	}

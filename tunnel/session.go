@@ -193,6 +193,7 @@ type Session struct {
 	infoCh    chan struct{} // closed when farInfo arrived in this session
 	nextReq   uint64
 	reqs      map[uint64]Forward // our -R requests by id
+	closing   bool               // Close is telling the far side: no new streams
 	closed    bool
 	closeErr  error
 	stats     Stats
@@ -264,6 +265,10 @@ func newSession(cfg Config, h hooks) (*Session, error) {
 	return s, nil
 }
 
+// closeGrace bounds how long Close waits for the far side to take the
+// resets of the streams.
+const closeGrace = 2 * time.Second
+
 // maxPayloadFor sizes DATA frames to take about 16 ms on the line, so that
 // an interactive frame waits at most that long behind a bulk one, within
 // 64..1024 bytes. Overhead per frame is about 17 bytes (header 6, CRC 4,
@@ -301,12 +306,27 @@ func (s *Session) tag() uint8 {
 	return uint8(x)
 }
 
-// Close ends the session: streams fail, the line is closed.
+// Close ends the session: streams fail, the line is closed. While the link
+// is up the far side is told first: each stream is reset there, so that
+// its clients fail at once rather than wait for the link to be declared
+// down (or for --max-outage). Close waits for that, at most closeGrace.
 func (s *Session) Close() error {
 	s.mu.Lock()
-	if s.closed {
+	if s.closed || s.closing {
 		s.mu.Unlock()
 		return nil
+	}
+	s.closing = true
+	if s.state == stateUp && len(s.streams) > 0 {
+		for _, st := range s.streams {
+			st.resetLocked(ResetGeneric, "far side is shutting down", ErrClosed)
+		}
+		s.kick()
+		for deadline := time.Now().Add(closeGrace); time.Now().Before(deadline) && s.state == stateUp && (len(s.ctrl) > 0 || s.una != s.nextSeq); {
+			s.mu.Unlock()
+			time.Sleep(5 * time.Millisecond)
+			s.mu.Lock()
+		}
 	}
 	s.closed = true
 	s.closeErr = ErrClosed

@@ -85,6 +85,14 @@ func TestMaxOutage(t *testing.T) {
 	}
 }
 
+// crash ends s as a killed process does: without telling the far side.
+func crash(s *Session) {
+	s.mu.Lock()
+	s.state = stateDown
+	s.mu.Unlock()
+	s.Close()
+}
+
 // TestPeerRestart: the far side is replaced by a new process; the near
 // side's streams fail with ErrPeerRestarted and new streams work.
 func TestPeerRestart(t *testing.T) {
@@ -97,7 +105,7 @@ func TestPeerRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.b.Close()
+	crash(p.b)
 	b2 := p.session(t, 1, Config{Permit: []string{"echo:7"}})
 	go echo(ctx, b2)
 	_, err = io.Copy(io.Discard, st)
@@ -106,6 +114,37 @@ func TestPeerRestart(t *testing.T) {
 	}
 	if err := roundTrip(ctx, p.a, 100_000, 2); err != nil {
 		t.Errorf("after the restart: %v", err)
+	}
+}
+
+// TestPeerClose: the far side is stopped (SIGTERM): its streams fail on the
+// near side at once, with the reason, not once the link is declared down.
+func TestPeerClose(t *testing.T) {
+	t.Parallel()
+	p := newPair(t, linkParams{}, linkParams{}, Config{}, Config{Permit: []string{"echo:7"}})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	go echo(ctx, p.b)
+	var sts []*Stream
+	for range 3 {
+		st, err := p.a.OpenStream(ctx, "echo:7")
+		if err != nil {
+			t.Fatal(err)
+		}
+		sts = append(sts, st)
+	}
+	go sts[0].Write(make([]byte, 1<<20)) // one busy, as a bulk transfer is
+	start := time.Now()
+	p.b.Close()
+	if d := time.Since(start); d > closeGrace {
+		t.Errorf("Close took %v", d)
+	}
+	for i, st := range sts {
+		st.SetReadDeadline(time.Now().Add(time.Second)) // well before the link could be declared down
+		_, err := io.Copy(io.Discard, st)
+		if err == nil || !strings.Contains(err.Error(), "far side is shutting down") {
+			t.Errorf("stream %d: read ended with %v, want the far side's shutdown", i, err)
+		}
 	}
 }
 

@@ -85,7 +85,7 @@ func (s *Session) OpenStream(ctx context.Context, target string) (*Stream, error
 		return nil, errors.New("tunnel: target longer than 1024 bytes")
 	}
 	s.mu.Lock()
-	if s.closed {
+	if s.closed || s.closing {
 		s.mu.Unlock()
 		return nil, ErrClosed
 	}
@@ -642,6 +642,10 @@ func (s *Session) handleOpen(m msg) {
 	st.credit = int64(min(win, 1<<40))
 	st.recvWin = streamWindow
 	s.streams[m.sid] = st
+	if s.closing {
+		st.resetLocked(ResetGeneric, "far side is shutting down", nil)
+		return
+	}
 	if !s.permitted(st.target) {
 		s.log.Warn("tunnel: refused a stream from the far side: target not permitted (see --permit)", "target", st.target)
 		st.resetLocked(ResetNotPermitted, "not permitted: "+st.target, nil)
