@@ -159,7 +159,7 @@ func ParseForward(spec string, targetOptional bool) (Forward, error) {
 	}
 	if host != "" || hostport != "" {
 		fw.Target = net.JoinHostPort(host, hostport)
-		if h, _, err := splitHostPort(fw.Target); err != nil || h == "" {
+		if h, port, err := splitHostPort(fw.Target); err != nil || h == "" || port == 0 {
 			return Forward{}, fmt.Errorf("tunnel: forward %q: target %q: want host:port", spec, fw.Target)
 		}
 	}

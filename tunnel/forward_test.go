@@ -297,6 +297,7 @@ func TestParseForward(t *testing.T) {
 		{"x:y:z:w:v", false, Forward{}, true},
 		{"99999:a:1", false, Forward{}, true},
 		{"80:host:", false, Forward{}, true},
+		{"80:host:0", false, Forward{}, true},
 	}
 	for _, tt := range tests {
 		got, err := ParseForward(tt.spec, tt.optional)
