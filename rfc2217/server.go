@@ -75,8 +75,12 @@ type Config struct {
 	Signature string
 	// ClientBuffer bounds the device data queued for one client (0 => 1
 	// MiB). In Shared mode a client past it is disconnected; with one
-	// client at a time the device is read no faster than the client takes.
+	// client at a time the device is read no faster than the client takes
+	// (its flow control or buffer takes the strain), but a client that
+	// takes nothing for ClientStall (0 => 10s) while its queue is full is
+	// disconnected: it stalls the device.
 	ClientBuffer int
+	ClientStall  time.Duration
 	// KeepAlive is the TCP keepalive period (0 => 30s).
 	KeepAlive time.Duration
 	Logger    *slog.Logger // nil => slog.Default()
@@ -112,6 +116,7 @@ const (
 	// way, still being torn down.
 	busyGrace           = 250 * time.Millisecond
 	defaultClientBuffer = 1 << 20
+	defaultClientStall  = 10 * time.Second
 	defaultKeepAlive    = 30 * time.Second
 	// ctrlLimit bounds the control bytes (answers, notifications) queued
 	// for a client that does not read; past it the client is dropped.
@@ -160,6 +165,9 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	if cfg.ClientBuffer == 0 {
 		cfg.ClientBuffer = defaultClientBuffer
+	}
+	if cfg.ClientStall <= 0 {
+		cfg.ClientStall = defaultClientStall
 	}
 	if cfg.KeepAlive == 0 {
 		cfg.KeepAlive = defaultKeepAlive

@@ -1104,6 +1104,68 @@ func TestServerSlowClientShared(t *testing.T) {
 	}
 }
 
+// TestServerStalledClientExclusive: with one client at a time the device
+// waits for its client, so a pause shorter than ClientStall, or one the
+// client asked for (FLOWCONTROL-SUSPEND), loses nothing; a client that
+// takes nothing for ClientStall is disconnected with the counts logged,
+// and the port is free for the next one.
+func TestServerStalledClientExclusive(t *testing.T) {
+	const limit = 64 << 10
+	for _, tt := range []struct {
+		name    string
+		pause   time.Duration
+		suspend bool
+		dropped bool
+	}{
+		{"pause", 150 * time.Millisecond, false, false},
+		{"suspended", 1500 * time.Millisecond, true, false},
+		{"stalled", 2 * time.Second, false, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ts := startServer(t, "pipe", Telnet, Config{ClientBuffer: limit, ClientStall: 400 * time.Millisecond})
+			c := opened(t, ts)
+			if tt.suspend {
+				c.send(&FlowControlSuspend{})
+			} else {
+				c.pause.Lock() // the client stops reading; the loop device echoes what it writes
+			}
+			size := 512 << 10
+			if tt.suspend {
+				// No more than the queue and the loop device hold: the
+				// server must still read RESUME from this client.
+				size = 100 << 10
+			}
+			payload := randomData(size, 5)
+			go c.writeRaw(AppendData(nil, payload, c.binOut.Load()))
+			time.Sleep(tt.pause)
+			if tt.suspend {
+				c.send(&FlowControlResume{})
+			} else {
+				c.pause.Unlock()
+			}
+			if !tt.dropped {
+				if got := c.readData(len(payload)); !bytes.Equal(got, payload) {
+					t.Fatalf("data differs at %d after a pause", firstDiff(got, payload))
+				}
+				if logs := ts.logs.String(); strings.Contains(logs, "disconnecting") {
+					t.Errorf("dropped after a pause shorter than ClientStall:\n%s", logs)
+				}
+				return
+			}
+			c.waitEOF()
+			logs := ts.logs.String()
+			if !strings.Contains(logs, "client takes nothing while the device waits for it") || !strings.Contains(logs, fmt.Sprintf("limit=%d", limit)) || !strings.Contains(logs, "queued=") {
+				t.Errorf("no drop line with counts in log:\n%s", logs)
+			}
+			next := opened(t, ts)
+			next.write([]byte("next"))
+			if got := next.readData(4); string(got) != "next" {
+				t.Fatalf("next client got %q", got)
+			}
+		})
+	}
+}
+
 // TestServerDeviceGone: the device fails; clients are dropped, the server
 // goes on, and the next client opens the device again.
 func TestServerDeviceGone(t *testing.T) {

@@ -272,15 +272,43 @@ func (c *srvConn) writer() {
 
 // sendData queues device data p for the client. With one client at a time
 // a full queue makes the device reader wait (the device's own buffers and
-// flow control take the strain); shared, a client that falls behind by
-// more than ClientBuffer is dropped so that it does not hold up the others.
+// flow control take the strain), up to ClientStall; shared, a client that
+// falls behind by more than ClientBuffer is dropped so that it does not
+// hold up the others.
 func (c *srvConn) sendData(p []byte) {
 	limit := c.s.cfg.ClientBuffer
 	c.mu.Lock()
 	if c.s.cfg.Policy != Shared {
 		purges := c.purges
-		for !c.shutting && len(c.head)+len(c.data)+c.inflight >= limit {
+		var stall *time.Timer
+		for start := time.Now(); !c.shutting && len(c.head)+len(c.data)+c.inflight >= limit; {
+			if c.suspend {
+				// Held at the client's own request (FLOWCONTROL-
+				// SUSPEND): that loses nothing and is no stall.
+				start = time.Now()
+			} else if waited := time.Since(start); waited >= c.s.cfg.ClientStall {
+				queued, sent := len(c.head)+len(c.data)+c.inflight, c.sent
+				c.mu.Unlock()
+				c.log.Warn("client takes nothing while the device waits for it; disconnecting it",
+					"waited", waited.Round(time.Millisecond), "queued", queued, "limit", limit, "sent", sent)
+				c.shut(fmt.Errorf("%w: took nothing for %v with %d bytes queued", errTooSlow, c.s.cfg.ClientStall, queued), false)
+				stall.Stop()
+				return
+			}
+			left := c.s.cfg.ClientStall - time.Since(start)
+			if stall == nil {
+				stall = time.AfterFunc(left, func() {
+					c.mu.Lock()
+					c.room.Broadcast()
+					c.mu.Unlock()
+				})
+			} else {
+				stall.Reset(left)
+			}
 			c.room.Wait()
+		}
+		if stall != nil {
+			stall.Stop()
 		}
 		if c.purges != purges {
 			// Read from the device before the client purged its
