@@ -1215,20 +1215,32 @@ func TestDescribe(t *testing.T) {
 	}
 }
 
+// A device that does not open: the client gets one line in its own terms,
+// the operator's log has the whole error.
 func TestServerOpenFails(t *testing.T) {
-	ts := startServer(t, "pipe", Telnet, Config{Open: func(context.Context) (serialdev.Port, error) {
-		return nil, fmt.Errorf("open /dev/ttyUSB9: %w", serialdev.ErrNotFound)
-	}})
-	conn, err := ts.dial()
-	if err != nil {
-		t.Fatal(err)
-	}
-	line, err := bufio.NewReader(conn).ReadString('\n')
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.HasPrefix(line, "sertun: rfc2217: opening loop://:") || !strings.Contains(line, "no such serial port") {
-		t.Errorf("line %q", line)
+	for _, tt := range []struct {
+		err  error
+		want string
+	}{
+		{fmt.Errorf("/dev/ttyUSB9: %w (run \"sertun list\" to see the ports)", serialdev.ErrNotFound), "sertun: cannot open loop://: not found (unplugged?)\r\n"},
+		{fmt.Errorf("/dev/ttyUSB9: %w (another program has it open)", serialdev.ErrBusy), "sertun: cannot open loop://: busy (another program on the server has it open)\r\n"},
+		{errors.New("odd"), "sertun: cannot open loop://: see the server's log\r\n"},
+	} {
+		ts := startServer(t, "pipe", Telnet, Config{Open: func(context.Context) (serialdev.Port, error) { return nil, tt.err }})
+		conn, err := ts.dial()
+		if err != nil {
+			t.Fatal(err)
+		}
+		line, err := bufio.NewReader(conn).ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		if line != tt.want {
+			t.Errorf("line %q, want %q", line, tt.want)
+		}
+		if logs := ts.logs.String(); !strings.Contains(logs, "/dev/ttyUSB9") && tt.err.Error() != "odd" {
+			t.Errorf("the log lacks the error:\n%s", logs)
+		}
 	}
 }
 

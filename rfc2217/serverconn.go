@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"sync"
@@ -150,16 +151,31 @@ func (c *srvConn) refuse(err error) {
 	case errors.Is(err, ErrPortBusy):
 		c.log.Info("client refused", "reason", msg)
 	case errors.Is(err, ErrServerClosed):
-		msg = "sertun: " + msg
+		msg = "sertun: the server is shutting down"
 		c.log.Info("client refused", "reason", msg)
 	default:
-		// The device cannot be opened: the operator has to act.
-		msg = "sertun: " + msg
-		c.log.Warn("client refused", "reason", msg)
+		// The device cannot be opened: the operator has to act, and
+		// the log tells them how. The client is told what it is, in
+		// words that make sense at its end.
+		c.log.Warn("client refused: the device cannot be opened", "err", err)
+		msg = "sertun: cannot open " + c.s.cfg.Device + ": " + openProblem(err)
 	}
 	c.nc.SetWriteDeadline(time.Now().Add(busyTimeout))
 	io.WriteString(c.nc, msg+"\r\n")
 	c.nc.Close()
+}
+
+// openProblem words for a remote client why the device did not open.
+func openProblem(err error) string {
+	switch {
+	case errors.Is(err, serialdev.ErrBusy):
+		return "busy (another program on the server has it open)"
+	case errors.Is(err, serialdev.ErrNotFound):
+		return "not found (unplugged?)"
+	case errors.Is(err, fs.ErrPermission):
+		return "permission denied"
+	}
+	return "see the server's log"
 }
 
 func describe(err error) string {

@@ -77,7 +77,7 @@ func (ps *portSession) open(ctx context.Context) error {
 	port, err := cfg.Open(ctx)
 	if err != nil {
 		ps.close()
-		return fmt.Errorf("rfc2217: opening %s: %w", cfg.Device, err)
+		return fmt.Errorf("rfc2217: opening the device: %w", err)
 	}
 	ps.port = port
 	if err := port.SetSettings(cfg.Initial); err != nil {
