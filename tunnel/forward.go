@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/sertun/sertun/internal/tcpnet"
 )
 
 // Run runs one end of a tunnel until ctx is done: the session over the
@@ -32,7 +34,7 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}()
 	listen := func(addr, what string) (net.Listener, error) {
-		ln, err := net.Listen("tcp", addr)
+		ln, err := net.Listen(tcpnet.Network(addr), addr)
 		if err != nil {
 			return nil, fmt.Errorf("tunnel: %s: %w", what, err)
 		}
@@ -259,7 +261,7 @@ func (t *forwarder) listenFor(id uint64, bind, target string) {
 			fail(errors.New("already listening there for the far side"))
 			return
 		}
-		ln, err := net.Listen("tcp", bind)
+		ln, err := net.Listen(tcpnet.Network(bind), bind)
 		if err != nil {
 			fail(err)
 			return

@@ -11,6 +11,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/sertun/sertun/internal/tcpnet"
 	"github.com/sertun/sertun/rfc2217"
 	"github.com/sertun/sertun/serialdev"
 )
@@ -245,7 +246,7 @@ func runShare(c *cli.Context) error {
 	var urls []string
 	hostless := false
 	for _, spec := range setup.listens {
-		ln, err := lc.Listen(c.Context, "tcp", spec.addr)
+		ln, err := lc.Listen(c.Context, tcpnet.Network(spec.addr), spec.addr)
 		if err != nil {
 			closeAll()
 			return listenError(spec.addr, err)
