@@ -400,6 +400,7 @@ func (s *Server) join(c *srvConn) (*portSession, error) {
 		s.mu.Unlock()
 		for _, old := range kicked {
 			s.log.Info("client taken over by a newer one", "device", s.cfg.Device, "client", old.addr, "by", c.addr)
+			old.tell(fmt.Sprintf("sertun: port taken over by %s (--kick-old); disconnecting\r\n", c.addr))
 			old.shut(errKicked, true)
 		}
 		if len(kicked) > 0 {

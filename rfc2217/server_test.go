@@ -845,6 +845,12 @@ func TestServerKickOld(t *testing.T) {
 	a.expect(&SetControl{Value: CtlDTROff})
 	b := opened(t, ts)
 	a.waitEOF()
+	a.mu.Lock()
+	told := string(a.data)
+	a.mu.Unlock()
+	if !strings.HasPrefix(told, "sertun: port taken over by 127.0.0.1:") {
+		t.Errorf("the old client was told %q", told)
+	}
 	// The newer client's session starts afresh: the configured settings,
 	// DTR on, whatever the old client left.
 	b.send(&SetBaudRate{Baud: 0})
