@@ -537,7 +537,7 @@ func (c *srvConn) queueReplies(tn *Codec) {
 func (c *srvConn) event(tn *Codec, ev Event) {
 	switch ev.Kind {
 	case EventOption:
-		c.log.Debug("telnet option", "option", ev.Opt, "ours", ev.Local, "on", ev.On)
+		c.log.Debug("telnet option", "option", optionName(ev.Opt), "ours", ev.Local, "on", ev.On)
 		switch {
 		case ev.Opt == OptBinary && ev.Local:
 			c.mu.Lock()
@@ -579,13 +579,13 @@ func (c *srvConn) event(tn *Codec, ev Event) {
 			c.ps.breakPulse()
 			return
 		}
-		c.log.Debug("telnet command ignored", "command", ev.Cmd)
+		c.log.Debug("telnet command ignored", "command", telnetCommandName(ev.Cmd))
 	}
 }
 
 // command carries out one COM-PORT-OPTION request.
 func (c *srvConn) command(cmd Command) {
-	c.log.Debug("COM-PORT-OPTION", "command", fmt.Sprintf("%T%+v", cmd, cmd))
+	c.log.Debug("COM-PORT-OPTION", "command", cmd)
 	switch v := cmd.(type) {
 	case *Signature:
 		if v.Text == "" {
