@@ -21,6 +21,9 @@ const (
 	// keepBuffer: queue buffers up to this size are kept for reuse; a
 	// burst's bigger ones go back to the collector.
 	keepBuffer = 64 << 10
+	// maxBatch bounds the device data in one write to a client (and an
+	// eighth of ClientBuffer does).
+	maxBatch = 64 << 10
 	// flushTimeout bounds the last write to a client being dropped.
 	flushTimeout = time.Second
 	// busyTimeout bounds writing the "port busy" line.
@@ -243,9 +246,16 @@ func (c *srvConn) writer() {
 		head, ctrl, data := c.head, c.ctrl, []byte(nil)
 		c.head = nil
 		c.ctrl, c.spare[0] = c.spare[0][:0], nil
+		partial := false
 		if !c.suspend || c.shutting {
-			data = c.data
-			c.data, c.spare[1] = c.spare[1][:0], nil
+			if batch := min(maxBatch, c.s.cfg.ClientBuffer/8); len(c.data) > batch {
+				// In pieces, so that a slow client's progress frees
+				// room (and counts against ClientStall) as it goes.
+				data, c.data, partial = c.data[:batch:batch], c.data[batch:], true
+			} else {
+				data = c.data
+				c.data, c.spare[1] = c.spare[1][:0], nil
+			}
 		}
 		c.inflight = len(head) + len(data)
 		c.busy = true
@@ -274,8 +284,8 @@ func (c *srvConn) writer() {
 		if cap(ctrl) <= keepBuffer {
 			c.spare[0] = ctrl[:0]
 		}
-		if data != nil && cap(data) <= keepBuffer {
-			c.spare[1] = data[:0]
+		if data != nil && !partial && cap(data) <= keepBuffer {
+			c.spare[1] = data[:0] // (a piece shares its array with the rest)
 		}
 		c.room.Broadcast()
 		c.mu.Unlock()
@@ -297,18 +307,22 @@ func (c *srvConn) sendData(p []byte) {
 	if c.s.cfg.Policy != Shared {
 		purges := c.purges
 		var stall *time.Timer
+		held, sent := false, c.sent
 		for start := time.Now(); !c.shutting && len(c.head)+len(c.data)+c.inflight >= limit; {
-			if c.suspend {
-				// Held at the client's own request (FLOWCONTROL-
-				// SUSPEND): that loses nothing and is no stall.
-				start = time.Now()
+			if c.suspend || held || c.sent != sent {
+				// The client took some, or it is held at its own
+				// request (FLOWCONTROL-SUSPEND), which loses nothing
+				// and is no stall: the clock starts again.
+				start, held, sent = time.Now(), c.suspend, c.sent
 			} else if waited := time.Since(start); waited >= c.s.cfg.ClientStall {
 				queued, sent := len(c.head)+len(c.data)+c.inflight, c.sent
 				c.mu.Unlock()
 				c.log.Warn("client takes nothing while the device waits for it; disconnecting it",
 					"waited", waited.Round(time.Millisecond), "queued", queued, "limit", limit, "sent", sent)
 				c.shut(fmt.Errorf("%w: took nothing for %v with %d bytes queued", errTooSlow, c.s.cfg.ClientStall, queued), false)
-				stall.Stop()
+				if stall != nil {
+					stall.Stop()
+				}
 				return
 			}
 			left := c.s.cfg.ClientStall - time.Since(start)
