@@ -25,7 +25,13 @@ func main() {
 	if os.Getenv("GOMAXPROCS") == "" && isRelay(os.Args) {
 		runtime.GOMAXPROCS(1)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	sigs := []os.Signal{os.Interrupt, syscall.SIGTERM}
+	if !signal.Ignored(syscall.SIGHUP) {
+		// A hang-up (the terminal or ssh session closed) ends us
+		// cleanly too, but not under nohup, which asks to ignore it.
+		sigs = append(sigs, syscall.SIGHUP)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), sigs...)
 	go func() {
 		// After the first signal, the default action returns: a second
 		// Ctrl-C ends a shutdown that hangs. Not at once: a signal often

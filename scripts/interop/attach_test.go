@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -275,6 +276,18 @@ func TestAttachLinkRules(t *testing.T) {
 		if _, err := os.Lstat(link); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("link still there after %v (%v)", sig, err)
 		}
+	}
+	// Under nohup a hang-up is ignored, as nohup asks.
+	if _, err := exec.LookPath("nohup"); err == nil {
+		link := filepath.Join(dir, "ttyNohup")
+		a := start(t, "nohup", sertun(t), "attach", addr, "--link", link)
+		a.WaitOutput(t, "attached "+link, 10*time.Second)
+		a.kill(syscall.SIGHUP)
+		time.Sleep(300 * time.Millisecond)
+		if _, err := os.Lstat(link); err != nil {
+			t.Errorf("attach under nohup ended on SIGHUP (link: %v): %s", err, a.Output())
+		}
+		a.Stop(t)
 	}
 
 	bad := start(t, sertun(t), "attach", fmt.Sprintf("127.0.0.1:%d", freePort(t)), "--link", filepath.Join(dir, "x"))
