@@ -4,21 +4,17 @@ package tcpnet
 
 import "net"
 
-// Network is the network for net.Listen that keeps to the address's own
-// family: "0.0.0.0:7000" listens on IPv4 only, "[::]:7000" on IPv6 only
-// (plain "tcp" would make 0.0.0.0 a dual-stack socket, serving IPv6 that
-// nobody asked for). Host names and an empty host keep "tcp".
+// Network is the network for net.Listen: "tcp4" for an IPv4 address, so
+// that 0.0.0.0 means all IPv4 addresses (plain "tcp" makes it a dual-stack
+// socket, serving IPv6 that nobody asked for); "tcp" otherwise, so that
+// [::] serves both families, as on most Linux servers.
 func Network(addr string) string {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		return "tcp"
 	}
-	ip := net.ParseIP(host)
-	switch {
-	case ip == nil:
-		return "tcp"
-	case ip.To4() != nil:
+	if ip := net.ParseIP(host); ip != nil && ip.To4() != nil {
 		return "tcp4"
 	}
-	return "tcp6"
+	return "tcp"
 }

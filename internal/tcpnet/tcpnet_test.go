@@ -6,8 +6,8 @@ func TestNetwork(t *testing.T) {
 	tests := []struct{ addr, want string }{
 		{"0.0.0.0:7000", "tcp4"},
 		{"127.0.0.1:7000", "tcp4"},
-		{"[::]:7000", "tcp6"},
-		{"[::1]:7000", "tcp6"},
+		{"[::]:7000", "tcp"},
+		{"[::1]:7000", "tcp"},
 		{"localhost:7000", "tcp"},
 		{":7000", "tcp"},
 		{"nonsense", "tcp"},
