@@ -243,8 +243,7 @@ func (b *bridge) session(ctx context.Context, port serialdev.Port) error {
 			case <-ctx.Done():
 				return
 			case <-b.v.Changed():
-				c := b.v.TakeChanges()
-				ctl.kick(c.Settings, c.Purge, c.Lines)
+				ctl.take()
 			}
 		}
 	}()
@@ -307,8 +306,7 @@ func (b *bridge) up(ctx context.Context, port serialdev.Port, ctl *remoteCtl) er
 	for {
 		n, err := b.v.Read(buf)
 		if n > 0 {
-			c := b.v.TakeChanges()
-			ctl.kick(c.Settings, c.Purge, c.Lines)
+			ctl.take()
 			ctl.applySettings(ctx)
 			w, werr := port.Write(buf[:n])
 			if werr != nil {
@@ -395,6 +393,7 @@ type remoteCtl struct {
 	// apply is held while settings and purges go out, by the control
 	// worker or by the data pump (which waits for them).
 	apply    sync.Mutex
+	takeMu   sync.Mutex
 	mu       sync.Mutex
 	settings bool
 	purge    serialdev.Purge
@@ -416,6 +415,18 @@ func signal(ch chan struct{}) {
 	case ch <- struct{}{}:
 	default:
 	}
+}
+
+// take moves what the program changed from the virtual end into c. The
+// data pump and the watcher both take: holding takeMu across the take and
+// the kick means that once the pump has taken, every change posted before
+// is in c, whichever of them took it, and applySettings sends it ahead of
+// the data read after it.
+func (c *remoteCtl) take() {
+	c.takeMu.Lock()
+	defer c.takeMu.Unlock()
+	ch := c.b.v.TakeChanges()
+	c.kick(ch.Settings, ch.Purge, ch.Lines)
 }
 
 func (c *remoteCtl) kick(settings bool, purge serialdev.Purge, lines bool) {

@@ -463,7 +463,13 @@ func TestOpenVirtualShowsInitial(t *testing.T) {
 	if got := serialdev.TermiosSettings(tio); got != initial {
 		t.Fatalf("program sees %v at its open, want %v", got, initial)
 	}
-	if c := v.(*Pty).TakeChanges(); c.Settings {
+	// Status packets are seen by Read: read until the master is quiet.
+	p := v.(*Pty)
+	p.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	if n, err := p.Read(make([]byte, 64)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("Read = %d, %v; want the deadline", n, err)
+	}
+	if c := p.TakeChanges(); c.Settings {
 		t.Fatal("the shown settings were reported as the program's")
 	}
 }
