@@ -32,8 +32,9 @@ func (b *logBuffer) String() string {
 	return b.buf.String()
 }
 
-// tcpEcho runs a TCP echo server on 127.0.0.1 for the test.
-func tcpEcho(t *testing.T) string {
+// tcpServer runs a TCP server on 127.0.0.1 for the test; serve has each
+// connection, and closes it.
+func tcpServer(t *testing.T, serve func(net.Conn)) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -46,13 +47,18 @@ func tcpEcho(t *testing.T) string {
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				io.Copy(c, c)
-			}()
+			go serve(c)
 		}
 	}()
 	return ln.Addr().String()
+}
+
+// tcpEcho runs a TCP echo server on 127.0.0.1 for the test.
+func tcpEcho(t *testing.T) string {
+	return tcpServer(t, func(c net.Conn) {
+		defer c.Close()
+		io.Copy(c, c)
+	})
 }
 
 func freeAddr(t *testing.T) string {
@@ -170,22 +176,11 @@ func TestForwardRefused(t *testing.T) {
 // of the tunnel carrying them for ever to be dropped.
 func TestForwardTargetClosed(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Write([]byte("hi"))
-			c.Close()
-		}
-	}()
-	target, l := ln.Addr().String(), freeAddr(t)
+	target := tcpServer(t, func(c net.Conn) {
+		c.Write([]byte("hi"))
+		c.Close()
+	})
+	l := freeAddr(t)
 	fw, _ := ParseForward(l+":"+target, false)
 	runEnds(t, Config{Local: []Forward{fw}}, Config{Permit: []string{target}})
 	c := dialRetry(t, l)
