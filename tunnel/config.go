@@ -89,6 +89,15 @@ func (c *Config) normalize() error {
 			return fmt.Errorf("tunnel: --permit %q: %w (want host:port or %s)", p, err, PermitAny)
 		}
 	}
+	// The far side listens for our -R forwards: two on one address would
+	// only fail there, in its log.
+	seen := map[string]bool{}
+	for _, fw := range c.Remote {
+		if seen[fw.Bind] {
+			return fmt.Errorf("tunnel: -R %s given twice: the far side can listen there only once", fw.Bind)
+		}
+		seen[fw.Bind] = true
+	}
 	if n := len(infoMsg(c.Permit)); n > maxBody {
 		return fmt.Errorf("tunnel: the --permit list is too long: %d targets take %d bytes, at most %d fit (use fewer targets, or --permit %s)",
 			len(c.Permit), n, maxBody, PermitAny)

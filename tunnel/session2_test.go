@@ -545,6 +545,7 @@ func TestConfigRefused(t *testing.T) {
 		{"permit without port", Config{Open: open, Permit: []string{"host"}}, `--permit "host"`},
 		{"baud", Config{Open: open, Baud: 10}, "baud rate 10 out of range"},
 		{"no open", Config{}, "Config.Open is required"},
+		{"-R twice", Config{Open: open, Remote: []Forward{{"127.0.0.1:9000", "a:1"}, {"127.0.0.1:9000", "b:2"}}}, "-R 127.0.0.1:9000 given twice"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
